@@ -19,7 +19,7 @@ _TABLE = {
     "epochs_miex":          (1, 4, 30),             # epochs on MiE-X; paper: 30
     "repeats":              (1, 3, 3),              # repeats of each cross-validation; paper: 3
     "batch_size":           (32, 32, 32),           # paper: 32
-    "gan_iterations":       (4, 1500, 60000),       # GANimation critic iterations
+    "gan_iterations":       (10, 1500, 60000),      # GANimation critic iterations (generator steps: 1 in 5)
     "clips_per_dataset":    (24, None, None),       # cap on clips per stand-in when training (None: all)
 }
 
