@@ -1,0 +1,126 @@
+"""Torch Dataset views of a ClipSet: onset/apex pairs, apex frames and frame stacks.
+
+The classifiers of notebooks 04-06 and 10-11 train and test on these (Branches: `OnsetApex`,
+ApexME: `Apex`, DTSCNN: `Stack`). Views only decode, resize and normalise; train-time
+augmentation belongs to the training loop and never runs at test time.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from mielib import au
+from mielib.clip import Clip, ClipSet
+
+
+class _ClipView(Dataset):
+    """Shared machinery: label lookup, frame decoding, resizing, normalising and caching."""
+
+    def __init__(
+        self,
+        clips: ClipSet | Sequence[Clip],
+        *,
+        size: int | tuple[int, int] = 128,
+        labels: Sequence[str] = au.MEGC3,
+        label_attr: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        cache: bool = False,
+    ):
+        self.clips = list(clips)
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.classes = tuple(labels)
+        # The MEGC 3-class space reads label3; any other space reads the dataset's own label.
+        self.label_attr = label_attr or ("label3" if self.classes == tuple(au.MEGC3) else "label")
+        self.labels = [self._label_index(c) for c in self.clips]
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std (per channel), or neither")
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        if self.std is not None and bool((self.std <= 0).any()):
+            raise ValueError(f"std must be positive, got {list(std)}")
+        self._cache: dict[tuple[int, int], torch.Tensor] | None = {} if cache else None
+
+    def _label_index(self, clip: Clip) -> int:
+        value = getattr(clip, self.label_attr)
+        if value not in self.classes:
+            hint = (
+                "; the MEGC rules drop it: filter with clipset.where(lambda c: c.label3 is not None)"
+                if value is None and self.label_attr == "label3" else ""
+            )
+            raise ValueError(
+                f"clip {clip.key}: {self.label_attr} {value!r} is not in the label space "
+                f"({', '.join(self.classes)}){hint}"
+            )
+        return self.classes.index(value)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def frame(self, i: int, position: int) -> torch.Tensor:
+        """Frame `position` of clip `i` as a float C x H x W tensor (normalised if asked)."""
+        key = (i, position)
+        pixels = self._cache.get(key) if self._cache is not None else None
+        if pixels is None:
+            pixels = _resize(self.clips[i].frames[position], self.size)
+            if self._cache is not None:
+                self._cache[key] = pixels  # uint8: a quarter of the float memory
+        x = pixels.float().div_(255.0)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x
+
+
+def _resize(frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """H x W x 3 uint8 -> 3 x size uint8 tensor, PIL bilinear."""
+    arr = np.asarray(frame)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 images, got {arr.dtype}")
+    height, width = size
+    if arr.shape[:2] != (height, width):
+        arr = np.asarray(Image.fromarray(arr).resize((width, height), Image.BILINEAR))
+    return torch.tensor(arr).permute(2, 0, 1).contiguous()  # a copy: PIL's arrays are read-only
+
+
+class OnsetApex(_ClipView):
+    """(onset, apex, label): two C x H x W frames and the class index (the Branches input)."""
+
+    def __getitem__(self, i: int):
+        clip = self.clips[i]
+        return self.frame(i, clip.onset), self.frame(i, clip.apex), self.labels[i]
+
+
+class Apex(_ClipView):
+    """(apex, label): the apex frame and the class index (the ApexME input)."""
+
+    def __getitem__(self, i: int):
+        return self.frame(i, self.clips[i].apex), self.labels[i]
+
+
+class Stack(_ClipView):
+    """(frames, label): `n_frames` frames K x C x H x W sampled uniformly from onset to apex
+    (`until="apex"`) or to offset (`until="offset"`), and the class index (DTSCNN)."""
+
+    def __init__(self, clips, *, n_frames: int = 8, until: str = "offset", **kwargs):
+        if n_frames < 1:
+            raise ValueError(f"n_frames must be at least 1, got {n_frames}")
+        if until not in ("apex", "offset"):
+            raise ValueError(f"until must be 'apex' or 'offset', not {until!r}")
+        super().__init__(clips, **kwargs)
+        self.n_frames, self.until = n_frames, until
+
+    def positions(self, i: int) -> list[int]:
+        """The frame positions sampled for clip `i` (repeats when the span is shorter than K)."""
+        clip = self.clips[i]
+        end = clip.apex if self.until == "apex" else clip.offset
+        return [int(p) for p in np.rint(np.linspace(clip.onset, end, self.n_frames))]
+
+    def __getitem__(self, i: int):
+        return torch.stack([self.frame(i, p) for p in self.positions(i)]), self.labels[i]
