@@ -50,8 +50,9 @@ def stamp_text(data_source: str, preset: str) -> str:
 def savefig(fig, name: str, *, stamp: dict, folder: Path | None = None) -> list[Path]:
     """Save `fig` as figures/<name>.png and .pdf, stamped, and record it in the manifest."""
     folder = Path(folder or runtime.folder("figures"))
-    fig.text(0.995, 0.002, stamp_text(stamp["data_source"], stamp["preset"]),
-             ha="right", va="bottom", fontsize=6, color="0.4")
+    # Below the axes, outside the plot area: the tight bounding box grows to include it.
+    fig.text(0.995, -0.01, stamp_text(stamp["data_source"], stamp["preset"]),
+             ha="right", va="top", fontsize=6, color="0.4")
     paths = []
     for ext in ("png", "pdf"):
         buf = io.BytesIO()

@@ -2,6 +2,7 @@
 
 import json
 
+import papermill
 import pytest
 
 from mielib import notebooks
@@ -26,6 +27,9 @@ def test_committed_without_outputs_and_with_parameters(path):
     src = "".join(first["source"])
     for name in STANDARD_PARAMETERS:
         assert f"{name} =" in src, f"{path.name}: parameters cell lacks {name}"
+    # papermill must parse every parameter (a comment it cannot parse silently drops the override)
+    parsed = papermill.inspect_notebook(str(path))
+    assert set(STANDARD_PARAMETERS) <= set(parsed), f"{path.name}: papermill parses only {sorted(parsed)}"
 
 
 @pytest.mark.notebook
