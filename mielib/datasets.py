@@ -127,6 +127,19 @@ def dataset_root(data_root: str | Path, name: str) -> Path:
     return root
 
 
+#: Identity pools (EmotioNet, CelebA) under a data root that holds several datasets.
+_POOL_FOLDERS = {"emotionet": ("emotionet", "EmotioNet"), "celeba": ("celeba", "CelebA")}
+
+
+def pool_root(data_root: str | Path, pool: str) -> Path:
+    """Where identity pool `pool` lives: `data_root/<pool folder>` if present, else `data_root`."""
+    root = Path(data_root).expanduser()
+    for folder in _POOL_FOLDERS.get(pool, (pool,)):
+        if (root / folder).is_dir():
+            return root / folder
+    return root
+
+
 def _check_name(name: str) -> str:
     key = str(name).strip().lower()
     if key not in KNOWN:
