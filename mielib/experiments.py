@@ -560,6 +560,8 @@ class PretrainData:
             for col in ("provenance", "source"):
                 if col not in df.columns and f"meta_{col}" in df.columns:
                     df[col] = df[f"meta_{col}"]
+            if "source" in df.columns:  # z_exp samples come from no clip (MiE-X names them "exp/<emotion>")
+                df["provenance"] = np.where(df["source"].astype(str) == "exp", "", df["provenance"].astype(str))
             df = protocols.exclude_provenance(df, fold.test_subjects)
         chosen = [clips[i] for i in df.index]
         if not chosen:

@@ -20,7 +20,21 @@ _TABLE = {
     "repeats":              (1, 3, 3),              # repeats of each cross-validation; paper: 3
     "batch_size":           (32, 32, 32),           # paper: 32
     "gan_iterations":       (10, 1500, 60000),      # GANimation critic iterations (generator steps: 1 in 5)
+    "gan_size":             (32, 48, 128),          # GANimation image side in px; paper: 128
+    "gan_width":            (8, 16, 64),            # GANimation base channels (generator and critic); paper: 64
+    "gan_images":           (64, 3000, 9500),       # GANimation training faces from the identity pool
+    "gan_check_faces":      (16, 200, 500),         # held-out faces for notebook 03's AU-regression check
+    "aureader_renders":     (400, 4000, 8000),      # face-model renders that fit the image AU reader (mielib.aureader)
     "clips_per_dataset":    (24, None, None),       # cap on clips per stand-in when training (None: all)
+    "train_size":           (32, 32, 128),          # frame side (px) the classifiers of notebooks 04-05 train on; paper: 128
+    "table2_miex_identities": (3, 24, 5000),        # MiE-X identities pre-trained on per fold in notebook 05; paper: 5,000
+    "table2_epochs":        (1, 5, 80),             # notebook 05's training / fine-tuning epochs on MMEW and SAMM; paper: 80
+    "table2_repeats":       (1, 2, 3),              # notebook 05's repeats of each 5-fold cross-validation; paper: 3
+    "dtscnn_scales":        ((2, 4), (4, 8), (32, 64)),  # DTSCNN's two temporal lengths (frames per stream)
+    "dtscnn_frames":        (4, 6, 10),             # frames per DTSCNN stack, onset to apex (MiE-X's video variant: 10)
+    "table1_epochs_real":   (1, 2, 80),             # notebook 04: epochs on real data (training, fine-tuning, real pre-training sets); paper: 80
+    "table1_epochs_miex":   (1, 2, 30),             # notebook 04: epochs of (pre-)training on MiE-X; paper: 30
+    "table1_miex_identities": (6, 120, 5000),       # notebook 04: MiE-X identities (x 9 samples each); paper: 5,000
 }
 
 PRESETS = ("smoke", "small", "paper")

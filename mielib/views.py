@@ -105,8 +105,9 @@ class Apex(_ClipView):
 
 
 class Stack(_ClipView):
-    """(frames, label): `n_frames` frames K x C x H x W sampled uniformly from onset to apex
-    (`until="apex"`) or to offset (`until="offset"`), and the class index (DTSCNN)."""
+    """(frames, label): `n_frames` frames sampled uniformly from onset to apex (`until="apex"`)
+    or to offset (`until="offset"`) as one C x T x H x W tensor (torch's 3D-convolution layout,
+    what DTSCNN takes once batched), and the class index (DTSCNN)."""
 
     def __init__(self, clips, *, n_frames: int = 8, until: str = "offset", **kwargs):
         if n_frames < 1:
@@ -123,4 +124,4 @@ class Stack(_ClipView):
         return [int(p) for p in np.rint(np.linspace(clip.onset, end, self.n_frames))]
 
     def __getitem__(self, i: int):
-        return torch.stack([self.frame(i, p) for p in self.positions(i)]), self.labels[i]
+        return torch.stack([self.frame(i, p) for p in self.positions(i)], dim=1), self.labels[i]

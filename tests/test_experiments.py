@@ -390,6 +390,21 @@ def test_fold_and_pretrain_providers_apply_exclusions():
     assert 0 < len(kept) < len(miex)
 
 
+def test_provenance_exclusion_keeps_expert_samples_as_miex_names_them():
+    # MiE-X gives z_exp samples the provenance "exp/<emotion>" and source "exp": no clip, always kept.
+    cs = tiny_clipset()
+    fs = protocols.kfold(cs, 2, seed=0)
+    miex = tiny_clipset(n_subjects=2, name="miex", provenance=lambda s, c: f"toyset/s{s}/c{c}")
+    for i, c in enumerate(miex.clips):
+        c.meta["source"] = "exp" if i % 2 else "mie"
+        if i % 2:
+            c.meta["provenance"] = f"exp/{c.label}"
+    kept = experiments.PretrainData(miex, "apex", 32, exclude="provenance")(fs[0])
+    test_subjects = {k.split("/")[1] for k in fs[0].test_subjects}
+    expected = [c for c in miex.clips if c.meta["source"] == "exp" or c.subject not in test_subjects]
+    assert [c.key for c in kept.clips] == [c.key for c in expected] and len(expected) < len(miex)
+
+
 def test_cross_validate_with_mielib_models_views_and_protocols(results_dir):
     models = pytest.importorskip("mielib.models")
     cs = tiny_clipset()

@@ -129,7 +129,7 @@ def test_video_variant_has_ten_frames_from_onset_to_apex(tmp_path):
     assert len(d) == 3 and all(c.n_frames == 10 for c in d)
     assert len(list((tmp_path / "v" / "frames").rglob("*.png"))) == 30
     frames, label = views.Stack(d, n_frames=10, until="apex", size=24)[1]
-    assert frames.shape == (10, 3, 24, 24) and not bool((frames[0] == frames[-1]).all())
+    assert frames.shape == (3, 10, 24, 24) and not bool((frames[:, 0] == frames[:, -1]).all())
 
 
 def test_bad_options_get_clear_errors():

@@ -57,12 +57,23 @@ def test_stack_samples_uniformly_until_apex_or_offset():
     to_offset = views.Stack(clips, n_frames=5, size=4)
     assert to_offset.positions(0) == [0, 2, 4, 6, 8]
     stack, label = to_offset[0]
-    assert stack.shape == (5, 3, 4, 4) and label == 1
-    assert torch.allclose(stack[:, 0, 0, 0], torch.tensor([0, 20, 40, 60, 80]) / 255)
+    assert stack.shape == (3, 5, 4, 4) and label == 1  # C x T x H x W, torch's Conv3d layout
+    assert torch.allclose(stack[0, :, 0, 0], torch.tensor([0, 20, 40, 60, 80]) / 255)
     to_apex = views.Stack(clips, n_frames=3, until="apex", size=4)
     assert to_apex.positions(0) == [0, 2, 4] and to_apex.positions(1) == [2, 2, 3]  # short span repeats
     with pytest.raises(ValueError, match="until must be"):
         views.Stack(clips, until="end")
+
+
+def test_batched_stacks_feed_dtscnn():
+    # DTSCNN's Conv3d streams take B x C x T x H x W: the DataLoader's batch of Stack items.
+    from mielib import models
+
+    stacks = views.Stack(_set(), n_frames=4, size=32)
+    x, y = next(iter(DataLoader(stacks, batch_size=2)))
+    assert x.shape == (2, 3, 4, 32, 32)
+    net = models.build("dtscnn", 3, seed=0, scales=(2, 4), widths=(4, 8), frame_size=32).eval()
+    assert net(x).shape == (2, 3)
 
 
 def test_unknown_or_dropped_labels_name_the_clip():
