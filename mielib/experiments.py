@@ -131,7 +131,10 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
-def _executor(workers: int) -> cf.Executor:
+def process_pool(workers: int) -> cf.Executor:
+    """A pool of `workers` spawned processes sharing the cores (cores/workers torch threads each).
+
+    Pass it to `run`/`cross_validate` as `executor=` to reuse one pool across many calls."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                   initializer=_init_worker, initargs=(threads,))
@@ -185,7 +188,7 @@ def run(units: Iterable[Unit], work: Callable[[Unit], dict], *, workers: int = 1
                 raise TypeError("work (or a data provider or model it holds) is defined in a notebook or REPL; "
                                 "spawned workers cannot import it: move it into a .py module, or use workers=1")
             own = executor is None
-            pool = _executor(workers) if own else executor
+            pool = process_pool(workers) if own else executor
             try:
                 futures = {pool.submit(_compute, u, work): u for u in todo}
                 failure = None
