@@ -218,26 +218,45 @@ def _r(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def check_edits(read_edited, read_input, requested, source) -> pd.DataFrame:
-    """How well edits put requested AUs on faces, judged by reading the images (N x 17 each).
+    """How close edits come to the requested AUs, judged by reading the images (N x 17 each).
 
     Per AU and pooled over all AUs ("all"): `r` and `mae` of the edited images' readings against
-    the requested AUs; `mae_unedited`, the same MAE for the unedited inputs (an editor that does
-    nothing); and `toward`, the correlation of (reading of the edit - reading of the input) with
-    (requested - source AUs): above 0 when the edit moves each AU the way it was asked to, ~0 for
-    an editor that does nothing or ignores the request.
+    the requested AUs, and `mae_unedited`, the same MAE for the unedited inputs (an editor that
+    does nothing). Whether the request *steers* the edit is `check_steering`'s question.
     """
     arrays = [np.asarray(a, np.float64) for a in (read_edited, read_input, requested, source)]
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1 or arrays[0].ndim != 2 or arrays[0].shape[1] != au.N_AUS:
-        raise ValueError(f"check_edits: expected four N x {au.N_AUS} arrays, got shapes {[a.shape for a in arrays]}")
-    edited, unedited, wanted, src = arrays
-    moved, asked = edited - unedited, wanted - src
+    _same_shapes(arrays, "check_edits", "four")
+    edited, unedited, wanted, _ = arrays
     rows = []
     for j, label in [(slice(None), "all")] + list(enumerate(au.LABELS)):
-        e, u, w, m, a = (x[:, j].ravel() for x in (edited, unedited, wanted, moved, asked))
+        e, u, w = (x[:, j].ravel() for x in (edited, unedited, wanted))
         rows.append({"AU": label, "r": _r(e, w), "mae": float(np.abs(e - w).mean()),
-                     "mae_unedited": float(np.abs(u - w).mean()), "toward": _r(m, a)})
+                     "mae_unedited": float(np.abs(u - w).mean())})
     return pd.DataFrame(rows)
+
+
+def check_steering(read_a, read_b, requested_a, requested_b) -> pd.DataFrame:
+    """Does the requested AU vector steer an edit? Each face is edited twice, with requests a and b.
+
+    `steer` (per AU, and pooled over all AUs as "all") is the Pearson r of
+    (reading of edit a - reading of edit b) with (a - b). The input face cancels out, so an editor
+    that returns its input, or one that paints every face the same whatever was asked, scores ~0
+    (NaN when nothing moved), and only an edit that follows the request scores above 0. We prefer
+    it to comparing an edit with its input: an editor that wipes the input out also "moves" the
+    reading away from the source AUs, which correlates with (requested - source) by construction.
+    """
+    arrays = [np.asarray(a, np.float64) for a in (read_a, read_b, requested_a, requested_b)]
+    _same_shapes(arrays, "check_steering", "four")
+    ra, rb, za, zb = arrays
+    moved, asked = ra - rb, za - zb
+    rows = [{"AU": label, "steer": _r(moved[:, j].ravel(), asked[:, j].ravel())}
+            for j, label in [(slice(None), "all")] + list(enumerate(au.LABELS))]
+    return pd.DataFrame(rows)
+
+
+def _same_shapes(arrays: list[np.ndarray], where: str, count: str) -> None:
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 2 or arrays[0].shape[1] != au.N_AUS:
+        raise ValueError(f"{where}: expected {count} N x {au.N_AUS} arrays, got shapes {[a.shape for a in arrays]}")
 
 
 def evaluate(reader: AUReader, images, aus) -> pd.DataFrame:

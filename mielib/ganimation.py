@@ -574,12 +574,15 @@ class Trainer:
                  device="auto", checkpoint_dir=None, resume: bool = True, progress: bool = True,
                  log_every: int = 10, checkpoint_every: int = 1000, width: int = 64, residual_blocks: int = 6,
                  critic_steps: int = 5, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999),
-                 decay_fraction: float = 1 / 3, weights: Mapping[str, float] | None = None, flip: bool = True):
+                 decay_fraction: float = 1 / 3, weights: Mapping[str, float] | None = None, flip: bool = True,
+                 au_warmup: int = 0):
         for name, value, low in (("iterations", iterations, 1), ("batch_size", batch_size, 1), ("log_every", log_every, 1),
                                  ("checkpoint_every", checkpoint_every, 1), ("critic_steps", critic_steps, 1),
-                                 ("width", width, 1), ("seed", seed, 0)):
+                                 ("width", width, 1), ("seed", seed, 0), ("au_warmup", au_warmup, 0)):
             if not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if au_warmup >= iterations:
+            raise ValueError(f"au_warmup ({au_warmup}) must be fewer than the {iterations} iterations")
         if size % 4 or size < 16:
             raise ValueError(f"size must be a multiple of 4 and at least 16 px, got {size}")
         unknown = set(weights or {}) - set(DEFAULT_WEIGHTS)
@@ -595,6 +598,8 @@ class Trainer:
             "decay_fraction": float(decay_fraction), "weights": {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in (weights or {}).items()}},
             "flip": bool(flip), "desired_noise": 0.1, "data": self.data.fingerprint,
         }
+        if au_warmup:  # only when used, so keys (and checkpoints) of paper-faithful runs stay as they were
+            self.config["au_warmup"] = int(au_warmup)
         self.key = store.key(self.config)
         self.device = runtime.device(device) if isinstance(device, str) else device
         self.amp, self.amp_dtype = _amp(self.device)
@@ -715,6 +720,22 @@ class Trainer:
                 group["lr"] = lr
         autocast = lambda: torch.autocast(device_type=dev.type, dtype=self.amp_dtype, enabled=self.amp)  # noqa: E731
 
+        if t < cfg.get("au_warmup", 0):
+            # AU warm-up (our addition, off by default): the critic learns only to read AUs on real
+            # faces. Until it reads them better than the mean readout, the generator's AU loss has
+            # no direction and the cycle loss wins (saturated attention). The paper's 30 epochs on
+            # 200k faces leave time for this; a CPU budget of a few thousand steps does not.
+            with autocast():
+                _, real_aus = self.critic(x)
+                d_au = au_loss(real_aus, y, w["au"])
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler_d.scale(d_au).backward()
+            self.scaler_d.step(self.opt_d)
+            self.scaler_d.update()
+            self._add("d_au", d_au.item())
+            self._finish(t, lr)
+            return
+
         # Critic: WGAN loss on real vs edited faces, AU regression on real faces, gradient penalty.
         # The paper sums these into one critic loss; the authors' code takes a second Adam step
         # for the penalty alone. We follow the paper: one step.
@@ -759,13 +780,15 @@ class Trainer:
             self.critic.requires_grad_(True)
             for name, value in terms.items():
                 self._add(name, value.item())
+        self._finish(t, lr)
 
+    def _finish(self, t: int, lr: float) -> None:
         self.iteration = t + 1
-        if self.iteration % self.log_every == 0 or self.iteration == cfg["iterations"]:
+        if self.iteration % self.log_every == 0 or self.iteration == self.config["iterations"]:
             row = {"iteration": self.iteration, "lr": lr}
             for name in _D_COLUMNS + _G_COLUMNS + _A_COLUMNS:
                 s = self.window.get(name)
-                row[name] = s[0] / s[1] if s and s[1] else math.nan  # NaN: no generator step in the window
+                row[name] = s[0] / s[1] if s and s[1] else math.nan  # NaN: no generator step (or warm-up) in the window
             self.rows.append(row)
             self.window = {}
 
@@ -821,7 +844,7 @@ def train(images, aus=None, *, iterations: int, seed: int, batch_size: int = 25,
     (the generator steps every 5th). Defaults follow the paper: batch 25, 128 px, Adam 1e-4
     (0.5, 0.999), the last third of the iterations with linear lr decay (20 + 10 epochs), loss
     weights DEFAULT_WEIGHTS. `options` go to `Trainer` (width, residual_blocks, critic_steps,
-    lr, betas, decay_fraction, weights, flip, checkpoint_every).
+    lr, betas, decay_fraction, weights, flip, checkpoint_every, au_warmup).
     """
     trainer = Trainer(images, aus, iterations=iterations, seed=seed, batch_size=batch_size, size=size,
                       device=device, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
@@ -890,6 +913,10 @@ def cli(argv: list[str]) -> int:
     t.add_argument("--size", type=int, default=128, help="image size in px (paper: 128)")
     t.add_argument("--batch-size", type=int, default=25, help="paper: 25")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper: 1e-4)")
+    t.add_argument("--au-warmup", type=int, default=0,
+                   help="first iterations in which the critic only learns to read AUs (not in the paper; "
+                        "helps short CPU runs whose attention saturates)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     t.add_argument("--log-every", type=int, default=10, help="iterations per history row")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -906,7 +933,7 @@ def cli(argv: list[str]) -> int:
             images, z = _read_training_set(args.images, args.aus, args.size)
             result = train(images, z, iterations=args.iterations, seed=args.seed, batch_size=args.batch_size,
                            size=args.size, device=args.device, checkpoint_dir=args.out, progress=not args.quiet,
-                           log_every=args.log_every)
+                           log_every=args.log_every, lr=args.lr, au_warmup=args.au_warmup)
             store.write_text(args.out / "history.csv", result.history.to_csv(index=False))
             print(f"trained to iteration {result.iteration} (resumed from {result.resumed_from}); "
                   f"checkpoint {result.checkpoint}; history {args.out / 'history.csv'}")

@@ -19,7 +19,9 @@ _TABLE = {
     "epochs_miex":          (1, 4, 30),             # epochs on MiE-X; paper: 30
     "repeats":              (1, 3, 3),              # repeats of each cross-validation; paper: 3
     "batch_size":           (32, 32, 32),           # paper: 32
-    "gan_iterations":       (10, 1500, 60000),      # GANimation critic iterations (generator steps: 1 in 5)
+    "gan_iterations":       (10, 4500, 60000),      # GANimation critic iterations, warm-up included (generator steps: 1 in 5)
+    "gan_au_warmup":        (4, 1500, 0),           # first critic iterations that only learn to read AUs (not in the paper; 0 = paper)
+    "gan_lr":               (1e-4, 2e-4, 1e-4),     # GANimation Adam learning rate; paper: 1e-4
     "gan_size":             (32, 48, 128),          # GANimation image side in px; paper: 128
     "gan_width":            (8, 16, 64),            # GANimation base channels (generator and critic); paper: 64
     "gan_images":           (64, 3000, 9500),       # GANimation training faces from the identity pool

@@ -136,23 +136,36 @@ def test_renders_are_deterministic_and_reserved():
     assert aureader.RESERVED_BASE > max(lab.POOL_SIZES.values())
 
 
-def test_check_edits_against_hand_made_editors():
+def test_check_edits_and_steering_against_hand_made_editors():
     rng = np.random.default_rng(0)
     n = 200
-    source, requested = rng.random((n, au.N_AUS)), rng.random((n, au.N_AUS))
-    read_input = source + rng.normal(0, 0.05, source.shape)  # a reader with some error
-    read_edit = requested + rng.normal(0, 0.05, source.shape)
-    perfect = aureader.check_edits(read_edit, read_input, requested, source)
+    source, requested, other = rng.random((n, au.N_AUS)), rng.random((n, au.N_AUS)), rng.random((n, au.N_AUS))
+    noise = lambda: rng.normal(0, 0.05, source.shape)  # a reader with some error  # noqa: E731
+    read_input = source + noise()
+    perfect = aureader.check_edits(requested + noise(), read_input, requested, source)
     idle = aureader.check_edits(read_input, read_input, requested, source)  # returns its input
     assert list(perfect["AU"]) == ["all"] + list(au.LABELS)
-    assert (perfect["toward"] > 0.9).all() and (perfect["r"] > 0.9).all()
-    assert np.isnan(idle["toward"]).all()  # nothing moved: no correlation to speak of
+    assert (perfect["r"] > 0.9).all()
     assert (perfect["mae"] < idle["mae"]).all()
     np.testing.assert_allclose(idle["mae"], idle["mae_unedited"])
-    # By hand: the pooled MAE is the mean of the per-AU ones; `toward` of AU12 is a plain Pearson r.
-    assert perfect["mae"][0] == pytest.approx(perfect["mae"][1:].mean())
-    j = au.index(12)
-    by_hand = np.corrcoef(read_edit[:, j] - read_input[:, j], requested[:, j] - source[:, j])[0, 1]
-    assert perfect["toward"][1 + j] == pytest.approx(by_hand)
+    assert perfect["mae"][0] == pytest.approx(perfect["mae"][1:].mean())  # pooled = mean of per-AU
+
+    # Steering: the same faces edited with two requests.
+    follows = aureader.check_steering(requested + noise(), other + noise(), requested, other)
+    assert list(follows["AU"]) == ["all"] + list(au.LABELS) and (follows["steer"] > 0.9).all()
+    j = au.index(12)  # by hand: a plain Pearson r per AU
+    ra, rb = requested + 0.1 * np.sin(requested), other
+    by_hand = np.corrcoef(ra[:, j] - rb[:, j], requested[:, j] - other[:, j])[0, 1]
+    assert aureader.check_steering(ra, rb, requested, other)["steer"][1 + j] == pytest.approx(by_hand)
+    assert aureader.check_steering(read_input, read_input, requested, other)["steer"].isna().all()  # idle
+    # A vandal paints every face the same whatever was asked: its reading leaves the source AUs,
+    # so (edit - input) correlates with (requested - source), but steering sees nothing.
+    vandal = np.full(source.shape, 0.5)
+    fooled = np.corrcoef((vandal - read_input).ravel(), (requested - source).ravel())[0, 1]
+    assert fooled > 0.5
+    vandal_steer = aureader.check_steering(vandal + noise(), vandal + noise(), requested, other)["steer"]
+    assert abs(vandal_steer[0]) < 0.1
     with pytest.raises(ValueError, match="four N x 17"):
         aureader.check_edits(source, source[:5], requested, source)
+    with pytest.raises(ValueError, match="check_steering: expected four"):
+        aureader.check_steering(source, source, requested, source[:, :3])

@@ -288,6 +288,26 @@ def test_resume_equals_uninterrupted_run(faces, tmp_path):
     assert other.iteration == 0
 
 
+def test_au_warmup_trains_only_the_critics_au_reading(faces):
+    images, aus = faces
+    kw = dict(iterations=6, seed=4, critic_steps=1, log_every=1, **TINY)
+    plain = gn.Trainer(images, aus, **kw)
+    warm = gn.Trainer(images, aus, au_warmup=3, **kw)
+    assert "au_warmup" not in plain.config and warm.config["au_warmup"] == 3 and warm.key != plain.key
+    g0, c0 = _params(warm.generator), _params(warm.critic)
+    warm.run(until=3)
+    assert all(torch.equal(v, warm.generator.state_dict()[k]) for k, v in g0.items())  # generator untouched
+    assert not torch.equal(c0["au_head.weight"], warm.critic.au_head.weight)           # the AU head learned
+    assert torch.equal(c0["realness_head.weight"], warm.critic.realness_head.weight)  # realness had no loss
+    h = warm.history
+    assert h["d_au"].notna().all() and h[["d_adv", "d_gp", "g_adv", "g_cycle", "attention_mean"]].isna().all().all()
+    warm.run()  # then the usual adversarial steps, with generator steps
+    assert warm.history.iloc[3:][["d_adv", "g_adv", "g_cycle"]].notna().all().all()
+    assert not all(torch.equal(v, warm.generator.state_dict()[k]) for k, v in g0.items())
+    with pytest.raises(ValueError, match="au_warmup"):
+        gn.Trainer(images, aus, au_warmup=6, **kw)
+
+
 def test_training_from_a_dataset_and_input_errors(faces):
     images, aus = faces
 
