@@ -217,16 +217,16 @@ def _r(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() > 1e-9 and b.std() > 1e-9 else math.nan
 
 
-def check_edits(read_edited, read_input, requested, source) -> pd.DataFrame:
+def check_edits(read_edited, read_input, requested) -> pd.DataFrame:
     """How close edits come to the requested AUs, judged by reading the images (N x 17 each).
 
     Per AU and pooled over all AUs ("all"): `r` and `mae` of the edited images' readings against
     the requested AUs, and `mae_unedited`, the same MAE for the unedited inputs (an editor that
     does nothing). Whether the request *steers* the edit is `check_steering`'s question.
     """
-    arrays = [np.asarray(a, np.float64) for a in (read_edited, read_input, requested, source)]
-    _same_shapes(arrays, "check_edits", "four")
-    edited, unedited, wanted, _ = arrays
+    arrays = [np.asarray(a, np.float64) for a in (read_edited, read_input, requested)]
+    _same_shapes(arrays, "check_edits")
+    edited, unedited, wanted = arrays
     rows = []
     for j, label in [(slice(None), "all")] + list(enumerate(au.LABELS)):
         e, u, w = (x[:, j].ravel() for x in (edited, unedited, wanted))
@@ -246,7 +246,7 @@ def check_steering(read_a, read_b, requested_a, requested_b) -> pd.DataFrame:
     reading away from the source AUs, which correlates with (requested - source) by construction.
     """
     arrays = [np.asarray(a, np.float64) for a in (read_a, read_b, requested_a, requested_b)]
-    _same_shapes(arrays, "check_steering", "four")
+    _same_shapes(arrays, "check_steering")
     ra, rb, za, zb = arrays
     moved, asked = ra - rb, za - zb
     rows = [{"AU": label, "steer": _r(moved[:, j].ravel(), asked[:, j].ravel())}
@@ -254,9 +254,10 @@ def check_steering(read_a, read_b, requested_a, requested_b) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _same_shapes(arrays: list[np.ndarray], where: str, count: str) -> None:
+def _same_shapes(arrays: list[np.ndarray], where: str) -> None:
     if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 2 or arrays[0].shape[1] != au.N_AUS:
-        raise ValueError(f"{where}: expected {count} N x {au.N_AUS} arrays, got shapes {[a.shape for a in arrays]}")
+        raise ValueError(f"{where}: expected {len(arrays)} N x {au.N_AUS} arrays of one shape, "
+                         f"got shapes {[a.shape for a in arrays]}")
 
 
 def evaluate(reader: AUReader, images, aus) -> pd.DataFrame:

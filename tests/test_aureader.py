@@ -142,8 +142,8 @@ def test_check_edits_and_steering_against_hand_made_editors():
     source, requested, other = rng.random((n, au.N_AUS)), rng.random((n, au.N_AUS)), rng.random((n, au.N_AUS))
     noise = lambda: rng.normal(0, 0.05, source.shape)  # a reader with some error  # noqa: E731
     read_input = source + noise()
-    perfect = aureader.check_edits(requested + noise(), read_input, requested, source)
-    idle = aureader.check_edits(read_input, read_input, requested, source)  # returns its input
+    perfect = aureader.check_edits(requested + noise(), read_input, requested)
+    idle = aureader.check_edits(read_input, read_input, requested)  # returns its input
     assert list(perfect["AU"]) == ["all"] + list(au.LABELS)
     assert (perfect["r"] > 0.9).all()
     assert (perfect["mae"] < idle["mae"]).all()
@@ -165,7 +165,7 @@ def test_check_edits_and_steering_against_hand_made_editors():
     assert fooled > 0.5
     vandal_steer = aureader.check_steering(vandal + noise(), vandal + noise(), requested, other)["steer"]
     assert abs(vandal_steer[0]) < 0.1
-    with pytest.raises(ValueError, match="four N x 17"):
-        aureader.check_edits(source, source[:5], requested, source)
-    with pytest.raises(ValueError, match="check_steering: expected four"):
+    with pytest.raises(ValueError, match="check_edits: expected 3 N x 17"):
+        aureader.check_edits(source, source[:5], requested)
+    with pytest.raises(ValueError, match="check_steering: expected 4 N x 17"):
         aureader.check_steering(source, source, requested, source[:, :3])
