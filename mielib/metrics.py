@@ -58,9 +58,10 @@ def confusion(y_true, y_pred, labels: Sequence | None = None) -> np.ndarray:
 
 
 def _per_class(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    tp = np.diag(c).astype(np.float64)
-    support = c.sum(axis=1).astype(np.float64)  # TP + FN
-    predicted = c.sum(axis=0).astype(np.float64)  # TP + FP
+    # Last two axes are (truth, prediction), so a stack of matrices is scored in one go.
+    tp = np.diagonal(c, axis1=-2, axis2=-1).astype(np.float64)
+    support = c.sum(axis=-1).astype(np.float64)  # TP + FN
+    predicted = c.sum(axis=-2).astype(np.float64)  # TP + FP
     denom = support + predicted  # 2TP + FP + FN
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(denom > 0, 2 * tp / denom, 0.0)
@@ -86,10 +87,25 @@ def scores_from_confusion(c: np.ndarray, classes: str = "true") -> dict:
     n = int(c.sum())
     if n == 0:
         raise ValueError("empty confusion matrix: no predictions to score")
+    s = stacked_scores(c, classes)
+    return {"uf1": float(s["uf1"]), "uar": float(s["uar"]), "accuracy": float(s["accuracy"]), "n": n,
+            "n_classes": int(_mask(*_per_class(c)[2:], classes).sum())}
+
+
+def stacked_scores(c: np.ndarray, classes: str = "true") -> dict:
+    """{"uf1", "uar", "accuracy"} as arrays, one value per matrix of a stack (..., K, K).
+
+    What a permutation test needs: thousands of resampled confusion matrices scored at once.
+    """
+    c = np.asarray(c)
+    if c.ndim < 2 or c.shape[-1] != c.shape[-2]:
+        raise ValueError(f"confusion matrices must be square in their last two axes, got shape {c.shape}")
     f1, recall, support, predicted = _per_class(c)
     m = _mask(support, predicted, classes)
-    return {"uf1": float(f1[m].mean()), "uar": float(recall[m].mean()),
-            "accuracy": float(np.trace(c) / n), "n": n, "n_classes": int(m.sum())}
+    n = c.sum(axis=(-2, -1)).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):  # an empty matrix scores NaN
+        return {"uf1": (f1 * m).sum(-1) / m.sum(-1), "uar": (recall * m).sum(-1) / m.sum(-1),
+                "accuracy": np.diagonal(c, axis1=-2, axis2=-1).sum(-1) / n}
 
 
 def uf1(y_true, y_pred, labels: Sequence | None = None, classes: str = "true") -> float:
