@@ -5,9 +5,10 @@ A notebook's claims: `compare` two groups of experiment records, `claim` one row
 `family` (Holm within the notebook, stars, verdicts), then `write(rows, stamp=session.stamp)`.
 Verdicts (one of VERDICTS; `note` says why):
 - a directional claim ("a > b"): "reproduced on the lab" when the Holm-adjusted p < 0.05 and
-  the tested difference has the paper's sign; otherwise "not reproduced", noted "significant
-  in the opposite direction" or "no significant difference" (with whether the interval still
-  allows the paper's effect).
+  the tested difference has the paper's sign; "not reproduced" when significant in the opposite
+  direction, or not significant with a 95% interval that excludes an effect of the paper's sign
+  beyond the ROPE; "not testable at this size" when not significant but the interval still
+  allows such an effect (too little power to tell).
 - a "no difference" claim: the corrected t-test's 95% interval against the ROPE (±0.02):
   inside: reproduced; wholly outside: not reproduced; straddling: "not testable at this size".
 - fewer than MIN_PAIRS paired scores (or no test): "not testable at this size".
@@ -200,10 +201,12 @@ def _verdict(c: Claim, p_holm: float) -> tuple[str, str]:
         if np.sign(c.tested) == want:
             return VERDICTS[0], ""
         return VERDICTS[1], "significant in the opposite direction"
-    why = "no significant difference"
     if c.interval is not None and want * c.interval[1 if want > 0 else 0] > c.rope:
-        why += "; the interval still allows an effect of the paper's sign beyond the ROPE"
-    return VERDICTS[1], why
+        # Not significant, yet an effect of the paper's sign larger than the ROPE is still
+        # plausible: this run cannot tell, so it neither confirms nor refutes the claim.
+        return VERDICTS[2], ("no significant difference; the 95% interval still allows an effect of the paper's "
+                             "sign beyond the ROPE (too little power at this size)")
+    return VERDICTS[1], "no significant difference; the 95% interval excludes an effect of the paper's sign beyond the ROPE"
 
 
 def family(rows: Sequence[Claim]) -> list[Claim]:

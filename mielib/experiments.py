@@ -476,7 +476,8 @@ class Pretrain:
     epochs: int | None = None
 
 
-_VIEWS = {"apex": "Apex", "onset_apex": "OnsetApex", "stack": "Stack"}
+_VIEWS = {"apex": "Apex", "onset_apex": "OnsetApex", "stack": "Stack",
+          "flow": "Flow", "onset_flow": "OnsetFlow", "flow_stack": "FlowStack"}
 
 
 def _view(clips, view: str, size: int, labels, view_kw: Mapping):

@@ -29,7 +29,7 @@ from . import au, readout, runtime, store
 from .clip import Clip, ClipSet, RenderedFrames, Skipped
 
 #: Bump when anything that changes generated content changes; old caches are then ignored.
-LAB_VERSION = 1
+LAB_VERSION = 2  # 2: noise scaled by size/native; micro-expression sets registered to the first frame
 
 #: The structure of every stand-in (subjects, clip ids, labels) comes from this fixed seed, so
 #: clip keys are the same for every lab seed; the lab seed varies everything else.
@@ -109,6 +109,18 @@ class Capture:
     motion: float  # head-motion scale: translation sd in pixels at 128 px (rotation in degrees)
     quality: float  # readout difficulty (1 = clean frontal colour video)
     jpeg: int  # JPEG quality of the stored frames (100: the real files are lossless, PNG or BMP)
+    registered: bool = False  # distributed as cropped faces registered to the clip's first frame
+
+    def noise_at(self, size: int) -> float:
+        """Sensor noise sd (0..255) of a frame stored at `size` px. The camera adds it at the native
+        face size; area-downsampling by native/size averages it, so its sd shrinks by size/native."""
+        return float(self.noise) * min(1.0, int(size) / float(self.native))
+
+
+#: Registration (cropped variants): what remains of the head motion after frames are aligned to
+#: the clip's first frame by landmarks, as a share of the raw motion relative to that frame.
+REGISTRATION_RESIDUAL = 0.15
+VARIANTS = ("cropped", "raw")
 
 
 @dataclass(frozen=True)
@@ -124,25 +136,25 @@ class _Spec:
 
 SPECS: dict[str, _Spec] = {s.name: s for s in (
     _Spec("casme2", "casme2", 1, "micro", Capture(fps=200, native=300, gray=0.0, cast=(1.06, 1.0, 0.9), noise=3.0,
-                                                  blur=0.4, motion=0.5, quality=1.0, jpeg=90),
+                                                  blur=0.4, motion=0.5, quality=1.0, jpeg=90, registered=True),
           (0.18, 0.49), "CASME II"),
     _Spec("samm", "samm", 2, "micro", Capture(fps=200, native=400, gray=1.0, cast=(1.0, 1.0, 1.0), noise=2.0,
-                                              blur=0.3, motion=0.4, quality=1.1, jpeg=90),
+                                              blur=0.3, motion=0.4, quality=1.1, jpeg=90, registered=True),
           (0.18, 0.49), "SAMM"),
     _Spec("smic", "smic", 3, "micro", Capture(fps=100, native=190, gray=0.0, cast=(0.95, 1.02, 0.92), noise=4.5,
-                                              blur=0.9, motion=0.7, quality=1.3, jpeg=100),
+                                              blur=0.9, motion=0.7, quality=1.3, jpeg=100, registered=True),
           (0.15, 0.49), "SMIC-HS"),
     _Spec("ckplus", "ckplus", 4, "macro", Capture(fps=30, native=250, gray=0.75, cast=(1.0, 1.0, 1.02), noise=2.5,
                                                   blur=0.6, motion=0.5, quality=0.9, jpeg=100),
           (10, 60), "CK+"),
     _Spec("mmew_micro", "mmew", 5, "micro", Capture(fps=90, native=400, gray=0.0, cast=(1.03, 1.0, 0.97), noise=2.0,
-                                                    blur=0.3, motion=0.4, quality=1.0, jpeg=90),
+                                                    blur=0.3, motion=0.4, quality=1.0, jpeg=90, registered=True),
           (0.15, 0.49), "MMEW (micro)"),
     _Spec("mmew_macro", "mmew", 5, "macro", Capture(fps=90, native=400, gray=0.0, cast=(1.03, 1.0, 0.97), noise=2.0,
-                                                    blur=0.3, motion=0.4, quality=1.0, jpeg=90),
+                                                    blur=0.3, motion=0.4, quality=1.0, jpeg=90, registered=True),
           (27, 54), "MMEW (macro)"),
     _Spec("casme", "casme", 6, "micro", Capture(fps=60, native=170, gray=0.0, cast=(1.05, 1.0, 0.88), noise=3.5,
-                                                blur=0.7, motion=0.6, quality=1.2, jpeg=90),
+                                                blur=0.7, motion=0.6, quality=1.2, jpeg=90, registered=True),
           (0.15, 0.49), "CASME"),
     _Spec("oulu", "oulu", 7, "macro", Capture(fps=25, native=100, gray=0.0, cast=(1.0, 1.0, 1.05), noise=3.5,
                                               blur=0.8, motion=0.6, quality=1.2, jpeg=85),
@@ -751,8 +763,9 @@ def _frames_dir(seed: int, size: int) -> Path:
     return _cache_dir(seed) / f"frames{size}-{_face_key()}"
 
 
-def _frames_path(seed: int, size: int, name: str, index: int) -> Path:
-    return _frames_dir(seed, size) / name / f"{index:04d}.npz"
+def _frames_path(seed: int, size: int, name: str, index: int, variant: str = "cropped") -> Path:
+    raw = variant == "raw" and SPECS[name].capture.registered  # the other stand-ins have one variant
+    return _frames_dir(seed, size) / (f"{name}-raw" if raw else name) / f"{index:04d}.npz"
 
 
 def _write_frames(path: Path, frames: Sequence[bytes]) -> None:
@@ -791,19 +804,29 @@ class _ClipRenderer:
     """Frame t of one clip: from the frames cache when `build(frames=True)` wrote it, else
     rendered on the spot (the same bytes either way)."""
 
-    def __init__(self, seed: int, spec: _Spec, index: int, row: dict, z: np.ndarray, size: int):
+    def __init__(self, seed: int, spec: _Spec, index: int, row: dict, z: np.ndarray, size: int,
+                 variant: str = "cropped"):
         self.seed, self.spec, self.index, self.row, self.z, self.size = seed, spec, index, row, z, size
+        self.variant = variant
         self._motion = None
-        self.path = _frames_path(seed, size, spec.name, index)
+        self.path = _frames_path(seed, size, spec.name, index, variant)
+
+    def motion(self) -> np.ndarray:
+        """The head motion (dx, dy, degrees) the stored frames show: the raw walk, or for a
+        registered (cropped) variant what registration to the first frame leaves of it."""
+        if self._motion is None:
+            m = _motion(self.seed, self.spec, self.index, len(self.z))
+            if self.spec.capture.registered and self.variant == "cropped":
+                m = m[:1] + REGISTRATION_RESIDUAL * (m - m[:1])
+            self._motion = m
+        return self._motion
 
     def _stored(self, img: np.ndarray, t: int) -> bytes:
-        if self._motion is None:
-            self._motion = _motion(self.seed, self.spec, self.index, len(self.z))
-        dx, dy, angle = self._motion[t]
+        dx, dy, angle = self.motion()[t]
         cap = self.spec.capture
         part = 1 if self.spec.name == "mmew_macro" else 0
         return _capture(img, self.size, dx=dx, dy=dy, angle=angle, cast=np.asarray(cap.cast) * self.row["light"],
-                        blur=cap.blur, gray=self.row["gray"], noise=cap.noise, jpeg=cap.jpeg,
+                        blur=cap.blur, gray=self.row["gray"], noise=cap.noise_at(self.size), jpeg=cap.jpeg,
                         key=[self.seed, self.spec.slot, 3, part, self.index, t])
 
     def stored(self, t: int) -> bytes:
@@ -834,7 +857,7 @@ def _check_size(size) -> int:
     return int(size)
 
 
-def _clipset(name: str, seed: int, size: int) -> ClipSet:
+def _clipset(name: str, seed: int, size: int, variant: str = "cropped") -> ClipSet:
     spec = SPECS[name]
     data = _tables(name, seed)
     starts = data["starts"]
@@ -849,22 +872,22 @@ def _clipset(name: str, seed: int, size: int) -> ClipSet:
             "true_aus": z, "true_emotion": row["true_emotion"], "true_apex": row["true_apex"],
             "failed_frames": np.flatnonzero(data["failed"][a:b]), "identity": row["identity"],
             "grayscale": row["gray"], "tic": row["tic"], "lab_seed": seed, "stand_in": name,
-            "lab_version": LAB_VERSION,
+            "lab_version": LAB_VERSION, "variant": variant if spec.capture.registered else "raw",
         })
         clips.append(Clip(
             dataset=spec.dataset, subject=row["subject"], clip_id=row["clip_id"],
-            frames=RenderedFrames(row["n_frames"], _ClipRenderer(seed, spec, i, row, z, size)),
+            frames=RenderedFrames(row["n_frames"], _ClipRenderer(seed, spec, i, row, z, size, variant)),
             fps=float(spec.capture.fps), onset=row["onset"], apex=row["apex"], offset=row["offset"],
             label=row["label"], label3=row["label3"], aus=row["aus"], readout=data["readout"][a:b], meta=meta,
         ))
     return ClipSet(name, clips, [], "sim")
 
 
-def _composite(seed: int, size: int) -> ClipSet:
+def _composite(seed: int, size: int, variant: str = "cropped") -> ClipSet:
     """The MEGC 2019 composite built from the CASME II, SAMM and SMIC stand-ins by its rules."""
     clips, skipped = [], []
     for name in ("smic", "casme2", "samm"):
-        for c in _clipset(name, seed, size):
+        for c in _clipset(name, seed, size, variant):
             if c.label3 is None:
                 skipped.append(Skipped(c.dataset, c.key, f"class {c.label!r} is dropped by the MEGC 2019 rules"))
             elif not c.meta.get("megc_listed", True):
@@ -876,13 +899,16 @@ def _composite(seed: int, size: int) -> ClipSet:
 
 
 def load(name: str, *, seed: int = 0, size: int = 128, part: str | None = None,
-         selection: str | None = None) -> ClipSet:
+         selection: str | None = None, variant: str = "cropped") -> ClipSet:
     """A stand-in as a ClipSet: annotations, readouts and hidden truth; frames render lazily.
 
     name: one of STANDINS. part: for "mmew", "micro" (default) or "macro". selection:
     "miex" for MMEW micro (the 234 clips in the six classes of the MiE-X experiments),
     "labelled" for CK+ (the 327 sequences with an emotion file); clips left out are listed in
-    `ClipSet.skipped` with the reason. size: frame side in pixels.
+    `ClipSet.skipped` with the reason. size: frame side in pixels. variant: "cropped" (default)
+    gives the micro-expression sets as distributed, faces registered to each clip's first frame
+    (CASME II `Cropped/reg_img*`, SAMM_CROP, SMIC `reg_image*`, MMEW, CASME); "raw" keeps the
+    head motion of the uncropped recordings. CK+ and Oulu-CASIA come raw either way.
     """
     seed, size = _check_seed(seed), _check_size(size)
     if name not in STANDINS:
@@ -897,9 +923,11 @@ def load(name: str, *, seed: int = 0, size: int = 128, part: str | None = None,
     if selection is not None and (name, selection) not in allowed:
         raise ValueError(f"unknown selection {selection!r} for {name!r}; selections: "
                          "mmew 'miex' (234 micro clips, six classes), ckplus 'labelled' (327 sequences)")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use 'cropped' (registered faces, as distributed) or 'raw'")
     if name == "composite":
-        return _composite(seed, size)
-    cs = _clipset(f"mmew_{part}" if name == "mmew" else name, seed, size)
+        return _composite(seed, size, variant)
+    cs = _clipset(f"mmew_{part}" if name == "mmew" else name, seed, size, variant)
     cs.name = f"mmew-{part}" if name == "mmew" else name
     if selection == "miex":
         if part != "micro":
@@ -1268,6 +1296,58 @@ def reference_result(seed: int = 0, *, folds: int = 3) -> dict:
     }
 
 
+def pixel_signal(seed: int = 0, sizes: Sequence[int] = (32, 64, 128), n: int = 60,
+                 variants: Sequence[str] = VARIANTS) -> pd.DataFrame:
+    """How much the stored onset -> apex change of a composite clip is expression, and how much
+    is capture: mean absolute grey-level change per pixel (0..255) of each part, at each size.
+
+    For `n` composite clips (evenly spaced), with the clip's own capture: `expression` compares
+    the apex and onset faces stored with the same motion and no noise; `motion` the onset face
+    stored with the apex's and with the onset's motion, no noise; `noise` the onset stored with
+    and without sensor noise (JPEG included). `noise sd` is the capture's sd at that size
+    (`Capture.noise_at`: scaled by size / native). `identity` compares two subjects' onsets.
+    """
+    seed = _check_seed(seed)
+    base = load("composite", seed=seed, size=128)
+    pick = np.unique(np.linspace(0, len(base) - 1, min(n, len(base))).round().astype(int))
+    luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    rows = []
+    for variant in variants:
+        for size in sizes:
+            size = _check_size(size)
+            parts = {"expression": [], "motion": [], "noise": [], "identity": []}
+            sds = []
+            onsets = []
+            for k in pick:
+                from . import face
+
+                c = base.clips[int(k)]
+                r0 = c.frames.render  # the clip's _ClipRenderer: its spec, index, row and AUs
+                r = _ClipRenderer(r0.seed, r0.spec, r0.index, r0.row, r0.z, size, variant)
+                cap, m = r.spec.capture, r.motion()
+                res = min(size, cap.native)
+                img = {t: face.render(_face(r.row["identity"], "lab"), r.z[t], size=res) for t in (c.onset, c.apex)}
+
+                def stored(t_img, t_motion, noise):
+                    dx, dy, ang = m[t_motion]
+                    data = _capture(img[t_img], size, dx=dx, dy=dy, angle=ang, cast=np.asarray(cap.cast) * r.row["light"],
+                                    blur=cap.blur, gray=False, noise=noise, jpeg=cap.jpeg, key=[seed, 7, int(k)])
+                    return _decode(data).astype(np.float32) @ luma
+
+                on = stored(c.onset, c.onset, 0.0)
+                parts["expression"].append(np.abs(stored(c.apex, c.onset, 0.0) - on).mean())
+                parts["motion"].append(np.abs(stored(c.onset, c.apex, 0.0) - on).mean())
+                parts["noise"].append(np.abs(stored(c.onset, c.onset, cap.noise_at(size)) - on).mean())
+                sds.append(cap.noise_at(size))
+                onsets.append(on)
+            parts["identity"] = [np.abs(a - b).mean() for a, b in zip(onsets[:-1], onsets[1:])]
+            rows.append({"variant": variant, "size": size, **{k: float(np.mean(v)) for k, v in parts.items()},
+                         "noise sd": float(np.mean(sds)), "clips": len(pick)})
+    df = pd.DataFrame(rows)
+    df["expression / (noise + motion)"] = df["expression"] / (df["noise"] + df["motion"])
+    return df
+
+
 def _markdown(df: pd.DataFrame, columns: Sequence[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, r in df.iterrows():
@@ -1291,7 +1371,8 @@ def assumptions() -> dict[str, pd.DataFrame]:
          "length": (f"{s.length[0]:g}-{s.length[1]:g} s" if s.kind == "micro" else f"{s.length[0]}-{s.length[1]} frames"),
          "native face px": s.capture.native, "grayscale sessions": f"{s.capture.gray:.0%}",
          "RGB cast": "/".join(f"{v:.2f}" for v in s.capture.cast), "noise sd": s.capture.noise,
-         "blur sigma": s.capture.blur, "motion px": s.capture.motion, "JPEG quality": s.capture.jpeg,
+         "blur sigma": s.capture.blur, "motion px": s.capture.motion,
+         "registered (cropped variant)": "yes" if s.capture.registered else "no", "JPEG quality": s.capture.jpeg,
          "readout quality": s.capture.quality}
         for s in SPECS.values()])
     model = readout.model(0)
@@ -1328,7 +1409,16 @@ def card_markdown(seed: int = 0, reference_seeds: Sequence[int] = (0, 1, 2, 3, 4
     for s in reference_seeds:
         r = reference_result(s)
         parts.append(f"| {s} | {r['samples']} | {r['subjects']} | {r['uf1']:.3f} | {r['uar']:.3f} |")
+    sig = pixel_signal(seed)
+    sig_rows = sig.assign(**{c: sig[c].map(lambda v: f"{v:.2f}") for c in
+                             ("expression", "motion", "noise", "noise sd", "identity", "expression / (noise + motion)")})
     parts += [
+        "",
+        f"Pixel-level signal (`pixel_signal()`: {int(sig['clips'].iloc[0])} composite clips; mean absolute onset -> apex "
+        "change per pixel in grey levels 0..255, by what causes it; sensor noise sd scales with size / native face size):",
+        "",
+        _markdown(sig_rows, ["variant", "size", "expression", "motion", "noise", "noise sd", "identity",
+                             "expression / (noise + motion)"]),
         "",
         "Emotion prototypes (P(active)/relative intensity per AU; `PROTOTYPES`):",
         "",

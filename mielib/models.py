@@ -1,7 +1,8 @@
 """Recognition models: ResNet-18, ApexME, Branches and DTSCNN, built by name for the trainer.
 
 Used by notebooks 04 (MiE-X Table 1), 05 (Table 2), 06-09 (Branches everywhere). Each model
-declares the torch view it eats in `model.inputs`: "onset_apex", "apex" or "stack".
+declares the torch view it eats in `model.inputs`: "onset_apex", "apex" or "stack"; with the
+`input="flow"` representation it eats the view `view_for(name, "flow")` instead.
 """
 
 from __future__ import annotations
@@ -16,6 +17,22 @@ from torch import nn
 
 #: The view each model name takes, so a trainer can pick frames before building anything.
 INPUTS = {"apexme": "apex", "branches": "onset_apex", "dtscnn": "stack"}
+#: Input representations: "frames" (the papers': onset/apex RGB frames, DTSCNN frame stacks) and
+#: "flow" (onset -> apex optical flow, mielib.flow; ApexME: one ResNet-18 on the 3-channel flow,
+#: Branches: onset frame + flow, DTSCNN: 2-channel flow stacks with input_mode="flow").
+INPUT_KINDS = ("frames", "flow")
+_FLOW_VIEWS = {"apexme": "flow", "branches": "onset_flow", "dtscnn": "flow_stack"}
+
+
+def view_for(name: str, input: str = "frames") -> str:
+    """The view (experiments.FoldData's `view`) model `name` reads with representation `input`."""
+    key = str(name).lower()
+    if key not in INPUTS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(INPUTS)}")
+    if input not in INPUT_KINDS:
+        raise ValueError(f"unknown input {input!r}; use 'frames' (the papers' onset/apex frames) or 'flow' "
+                         "(onset -> apex optical flow)")
+    return INPUTS[key] if input == "frames" else _FLOW_VIEWS[key]
 
 
 @contextmanager

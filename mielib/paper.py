@@ -147,14 +147,15 @@ def describe(rows: Iterable[Row] = TABLE1) -> pd.DataFrame:
 # Data for training: key frames in memory, capped sets, fingerprints
 
 class KeyFrames(Sequence):
-    """A clip's frames of which only some positions (onset, apex) are held in memory.
+    """A clip's frames of which only some positions (onset, apex) are held in memory, and
+    optionally its onset -> apex optical flow (`flow`, 3 x size x size; see mielib.flow).
 
     Indexing any other position raises, naming the clip: a view that needs other frames (e.g.
     DTSCNN's stack) must be given the clip's full frames.
     """
 
-    def __init__(self, n: int, frames: Mapping[int, np.ndarray], key: str = ""):
-        self.n, self.frames, self.key = int(n), {int(k): v for k, v in frames.items()}, key
+    def __init__(self, n: int, frames: Mapping[int, np.ndarray], key: str = "", flow: np.ndarray | None = None):
+        self.n, self.frames, self.key, self.flow = int(n), {int(k): v for k, v in frames.items()}, key, flow
 
     def __len__(self) -> int:
         return self.n
@@ -184,22 +185,40 @@ def _resize(frame, size: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def load_keyframes(clips: ClipSet, size: int) -> ClipSet:
+def load_keyframes(clips: ClipSet, size: int, *, flow: bool = False, progress: bool = False) -> ClipSet:
     """The same clips with their onset and apex frames read once, resized to `size`, in memory.
 
     Training reads only these two frames (Branches: onset and apex; ApexME: apex), so every
     fold and repeat, in any worker process, reuses them instead of decoding or rendering
-    (the simulated lab renders frames on demand) again. Annotations are unchanged.
+    (the simulated lab renders frames on demand) again. Annotations are unchanged; a MiE-X set
+    stays a MiE-X set (its build record is kept).
+
+    flow=True also computes the onset -> apex optical flow (mielib.flow) at the frames' own
+    resolution, before resizing, so load the clips larger than `size` (e.g. 128 px) for an
+    accurate flow; the flows are cached on disk and reused by the flow views.
     """
+    from mielib import flow as flow_
+
     size = int(size)
-    out = []
+    full, small = [], []
     for c in clips:
         try:
-            frames = {p: _resize(c.frames[p], size) for p in sorted({int(c.onset), int(c.apex)})}
+            full.append({p: np.asarray(c.frames[p]) for p in sorted({int(c.onset), int(c.apex)})})
+            small.append({p: _resize(f, size) for p, f in full[-1].items()})
         except ValueError as exc:
             raise ValueError(f"{c.key}: {exc}") from None
-        out.append(replace(c, frames=KeyFrames(c.n_frames, frames, c.key)))
-    return ClipSet(clips.name, out, list(clips.skipped), clips.source)
+    flows = None
+    if flow:
+        pairs = []
+        for c, f in zip(clips, full):
+            on, ap = f[int(c.onset)], f[int(c.apex)]
+            if on.shape != ap.shape:
+                raise ValueError(f"{c.key}: onset {on.shape} and apex {ap.shape} frames differ in size")
+            pairs.append((on, ap))
+        flows = flow_.for_pairs(pairs, size, name=getattr(clips, "name", ""), progress=progress)
+    out = [replace(c, frames=KeyFrames(c.n_frames, fr, c.key, None if flows is None else flows[k]))
+           for k, (c, fr) in enumerate(zip(clips, small))]
+    return replace(clips, clips=out, skipped=list(clips.skipped))
 
 
 def cap(clips: ClipSet, n: int | None, *, seed: int) -> ClipSet:
@@ -246,7 +265,7 @@ def executor(workers: int) -> cf.Executor:
 def run_table1_row(row: Row, model: str, *, composite: ClipSet, folds, sets: Mapping[str, ClipSet], size: int,
                    epochs_real: int, epochs_miex: int, preset: str | Mapping, data_source: str, seed: int,
                    repeats: int | None = None, name: str = "miex_table1", workers: int = 1,
-                   pool: cf.Executor | None = None, progress: bool = True) -> list[dict]:
+                   pool: cf.Executor | None = None, progress: bool = True, input: str = "frames") -> list[dict]:
     """Cross-validate one row of MiE-X Table 1 for `model` ("apexme" or "branches"); cached records.
 
     - `composite`: the CompMiE clips (3-class labels), `folds` its subject-wise folds.
@@ -259,19 +278,21 @@ def run_table1_row(row: Row, model: str, *, composite: ClipSet, folds, sets: Map
       fine-tuning and for pre-training on a real set; `epochs_miex` for (pre-)training on MiE-X.
     - `repeats` defaults to the preset's; `pool` is a shared `executor(...)`, else `workers`
       processes start for this row.
+    - `input`: "frames" (the paper's onset/apex frames) or "flow" (onset -> apex optical flow;
+      give key-framed sets from `load_keyframes(..., flow=True)` so flows are computed once).
     """
     from mielib import experiments, models
 
     if model not in models.INPUTS:
         raise ValueError(f"unknown model {model!r}; use one of {', '.join(models.INPUTS)}")
-    view = models.INPUTS[model]
+    view = models.view_for(model, input)
     need = (["ckplus"] if row.ckplus else []) + ([row.pretraining] if row.pretraining else [])
     missing = [k for k in need if k not in sets]
     if missing:
         raise ValueError(f"row {row.number} needs the set(s) {', '.join(missing)} in `sets` (has {', '.join(sets)})")
     classes = tuple(au.MEGC3)
     extra = sets["ckplus"] if row.ckplus else None
-    config = {"table": "MiE-X Table 1", "row": row.number, "size": int(size),
+    config = {"table": "MiE-X Table 1", "row": row.number, "size": int(size), "input": input,
               "composite": fingerprint(composite), "ckplus": fingerprint(extra) if extra is not None else None}
     pretrain = None
     if row.pretraining is not None:
@@ -287,3 +308,52 @@ def run_table1_row(row: Row, model: str, *, composite: ClipSet, folds, sets: Map
                                       data_source=data_source, seed=seed, pretrain=pretrain, mode=row.mode,
                                       config=config, epochs=int(epochs_real), repeats=repeats, workers=workers,
                                       executor=pool, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference levels: what a majority-class answer and a linear model on the same input reach
+
+def features(clips, input: str = "frames") -> np.ndarray:
+    """One row per clip for a linear reference: the onset -> apex flow ("flow"; key-framed
+    flows when present) or the apex - onset pixel difference ("frames"), flattened."""
+    from mielib import flow as flow_, models
+
+    models.view_for("apexme", input)  # checks `input`
+    rows = []
+    for c in clips:
+        if input == "flow":
+            f = getattr(c.frames, "flow", None)
+            rows.append((np.asarray(f, np.float32) if f is not None else
+                         flow_.compute(c.frames[c.onset], c.frames[c.apex])).ravel())
+        else:
+            rows.append((np.asarray(c.frames[c.apex], np.float32) - np.asarray(c.frames[c.onset], np.float32)).ravel())
+    return np.stack(rows)
+
+
+def linear_reference(clips, folds, y: np.ndarray, *, input: str = "frames", seed: int = 0) -> np.ndarray:
+    """Test-fold predictions of a logistic regression on `features(clips, input)`, for each fold
+    of `folds` (protocols.Fold), pooled into one array aligned with `y`.
+
+    The reference level a classifier must beat on the same input (our check, not a row of any
+    paper). Features are standardised on the training folds; the regularisation strength is
+    chosen among 1e-3..1 by a subject-wise 3-fold split *inside* the training folds, so the
+    test fold never tunes it.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = features(clips, input), np.asarray(y)
+    subjects = np.array([f"{c.dataset}/{c.subject}" for c in clips])
+    pred = np.full(len(y), -1)
+    for f in folds:
+        train = np.setdiff1d(np.arange(len(y)), np.asarray(f.test, int))
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, random_state=seed))
+        search = GridSearchCV(model, {"logisticregression__C": [1e-3, 1e-2, 1e-1, 1.0]}, scoring="f1_macro",
+                              cv=GroupKFold(n_splits=min(3, len(set(subjects[train])))))
+        search.fit(x[train], y[train], groups=subjects[train])
+        pred[f.test] = search.predict(x[f.test])
+    if (pred < 0).any():
+        raise ValueError(f"{int((pred < 0).sum())} clips are in no test fold: pass folds that cover every clip")
+    return pred

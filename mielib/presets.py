@@ -29,14 +29,17 @@ _TABLE = {
     "aureader_renders":     (400, 4000, 8000),      # face-model renders that fit the image AU reader (mielib.aureader)
     "clips_per_dataset":    (24, None, None),       # cap on clips per stand-in when training (None: all)
     "train_size":           (32, 32, 128),          # frame side (px) the classifiers of notebooks 04-05 train on; paper: 128
-    "table2_miex_identities": (3, 24, 5000),        # MiE-X identities pre-trained on per fold in notebook 05; paper: 5,000
-    "table2_epochs":        (1, 5, 80),             # notebook 05's training / fine-tuning epochs on MMEW and SAMM; paper: 80
+    "input":                ("flow", "flow", "frames"),  # classifier input: "frames" (paper) or onset->apex optical "flow"
+    "flow_size":            (48, 128, 128),         # px at which frames are read and optical flow computed (then resized)
+    "table2_miex_identities": (3, 40, 5000),        # MiE-X identities pre-trained on per fold in notebook 05; paper: 5,000
+    "table2_epochs":        (1, 8, 80),             # notebook 05's training / fine-tuning epochs on MMEW and SAMM; paper: 80
     "table2_repeats":       (1, 2, 3),              # notebook 05's repeats of each 5-fold cross-validation; paper: 3
     "dtscnn_scales":        ((2, 4), (4, 8), (32, 64)),  # DTSCNN's two temporal lengths (frames per stream)
     "dtscnn_frames":        (4, 6, 10),             # frames per DTSCNN stack, onset to apex (MiE-X's video variant: 10)
-    "table1_epochs_real":   (1, 2, 80),             # notebook 04: epochs on real data (training, fine-tuning, real pre-training sets); paper: 80
-    "table1_epochs_miex":   (1, 2, 30),             # notebook 04: epochs of (pre-)training on MiE-X; paper: 30
-    "table1_miex_identities": (6, 120, 5000),       # notebook 04: MiE-X identities (x 9 samples each); paper: 5,000
+    "table1_epochs_real":   (1, 6, 80),             # notebook 04: epochs on real data (training, fine-tuning, real pre-training sets); paper: 80
+    "table1_epochs_miex":   (1, 3, 30),             # notebook 04: epochs of (pre-)training on MiE-X; paper: 30
+    "table1_miex_identities": (6, 150, 5000),       # notebook 04: MiE-X identities (x 9 samples each); paper: 5,000
+    "table1_repeats":       (1, 2, 3),              # notebook 04: repeats of the 3-fold cross-validation; paper: 3
 }
 
 PRESETS = ("smoke", "small", "paper")

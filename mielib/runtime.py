@@ -43,13 +43,15 @@ def device(preference: str = "auto"):
 
 @lru_cache(maxsize=1)
 def commit() -> str:
-    """The mielib git commit (with '+dirty' when the tree has changes), or 'unknown'."""
+    """The mielib git commit (with '+dirty' when files outside figures/ have changes), or 'unknown'."""
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10)
+        # figures/ holds outputs, not code: a run rewriting the committed figures must not mark
+        # the code that made them as modified (only changes elsewhere make a commit "+dirty").
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)figures"], cwd=ROOT, capture_output=True, text=True, timeout=10)
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -1,8 +1,11 @@
-"""Torch Dataset views of a ClipSet: onset/apex pairs, apex frames and frame stacks.
+"""Torch Dataset views of a ClipSet: onset/apex pairs, apex frames and frame stacks, and their
+optical-flow counterparts.
 
-The classifiers of notebooks 04-06 and 10-11 train and test on these (Branches: `OnsetApex`,
-ApexME: `Apex`, DTSCNN: `Stack`). Views only decode, resize and normalise; train-time
-augmentation belongs to the training loop and never runs at test time.
+The classifiers of notebooks 04-06 and 10-11 train and test on these. With `input="frames"`
+(the papers'): Branches `OnsetApex`, ApexME `Apex`, DTSCNN `Stack`. With `input="flow"`:
+Branches `OnsetFlow`, ApexME `Flow`, DTSCNN `FlowStack` (`models.view_for`). Views only decode,
+resize, normalise and compute flow; train-time augmentation belongs to the training loop and
+never runs at test time.
 """
 
 from __future__ import annotations
@@ -75,6 +78,28 @@ class _ClipView(Dataset):
             x = (x - self.mean) / self.std
         return x
 
+    def flow(self, i: int, start: int | None = None, end: int | None = None) -> torch.Tensor:
+        """The optical flow of clip `i` from frame `start` (default onset) to `end` (default apex),
+        3 x H x W float (mielib.flow: dx, dy, magnitude in pixels of a 128-px face). Onset -> apex
+        flows precomputed by `paper.load_keyframes(..., flow=True)` are used as they are."""
+        from mielib import flow
+
+        clip = self.clips[i]
+        start = clip.onset if start is None else int(start)
+        end = clip.apex if end is None else int(end)
+        if self.size[0] != self.size[1]:
+            raise ValueError(f"flow views need square frames, got size {self.size}")
+        pre = getattr(clip.frames, "flow", None)
+        if pre is not None and (start, end) == (clip.onset, clip.apex) and pre.shape[-1] == self.size[0]:
+            return torch.from_numpy(np.asarray(pre, dtype=np.float32))
+        key = ("flow", i, start, end)
+        cached = self._cache.get(key) if self._cache is not None else None
+        if cached is None:
+            cached = torch.from_numpy(flow.compute(clip.frames[start], clip.frames[end], self.size[0]))
+            if self._cache is not None:
+                self._cache[key] = cached
+        return cached
+
 
 def _resize(frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """H x W x 3 uint8 -> 3 x size uint8 tensor, PIL bilinear."""
@@ -125,3 +150,29 @@ class Stack(_ClipView):
 
     def __getitem__(self, i: int):
         return torch.stack([self.frame(i, p) for p in self.positions(i)], dim=1), self.labels[i]
+
+
+class Flow(_ClipView):
+    """(flow, label): the onset -> apex optical flow, 3 x H x W (ApexME with `input="flow"`: one
+    ResNet-18 on the flow, as OFF-ApexNet feeds its network)."""
+
+    def __getitem__(self, i: int):
+        return self.flow(i), self.labels[i]
+
+
+class OnsetFlow(_ClipView):
+    """(onset, flow, label): the onset frame and the onset -> apex flow (Branches with
+    `input="flow"`: one branch keeps the face's appearance, the other sees the motion)."""
+
+    def __getitem__(self, i: int):
+        return self.frame(i, self.clips[i].onset), self.flow(i), self.labels[i]
+
+
+class FlowStack(Stack):
+    """(flows, label): the flow from the onset to each of `n_frames` positions sampled as `Stack`
+    does, horizontal and vertical components only, as one 2 x T x H x W tensor (DTSCNN with
+    `input_mode="flow"`, the paper's optical-flow stacks)."""
+
+    def __getitem__(self, i: int):
+        onset = self.clips[i].onset
+        return torch.stack([self.flow(i, onset, p)[:2] for p in self.positions(i)], dim=1), self.labels[i]

@@ -1,6 +1,7 @@
 """The claims ledger: pairing records, verdicts, Holm across a notebook's family, and the
 upsert of figures/claims.csv (atomic, other notebooks' rows kept, manifest updated)."""
 
+import dataclasses
 import math
 import os
 
@@ -94,10 +95,12 @@ def test_clear_effect_is_reproduced_and_reversed_is_not():
     assert flipped.verdict == "not reproduced" and flipped.difference < -20
 
 
-def test_no_effect_is_not_reproduced_with_a_note_and_too_few_pairs_is_not_testable():
+def test_no_effect_on_noisy_folds_and_too_few_pairs_are_not_testable():
+    # two equally good models on noisy folds: not significant, and the wide interval still
+    # allows the paper's effect, so the run cannot tell
     row = verdict(group("b1", 0.4, 3), group("b2", 0.4, 4))
-    assert row.p > 0.05 and row.verdict == "not reproduced"
-    assert row.note.startswith("no significant difference")
+    assert row.p > 0.05 and row.verdict == "not testable at this size"
+    assert row.note.startswith("no significant difference") and "allows an effect" in row.note
     few = verdict(group("a", 0.2, 1, repeats=1, folds=2), group("b", 0.5, 2, repeats=1, folds=2))
     assert few.verdict == "not testable at this size" and math.isnan(few.p) and math.isnan(few.p_holm)
     assert few.stars == "n/a" and "too few paired scores (2" in few.note
@@ -131,9 +134,14 @@ def test_family_applies_holm_across_the_notebook():
     assert [r.p_holm for r in rows[:3]] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(rows[3].p_holm)
     assert [r.stars for r in rows] == ["*", "n.s.", "n.s.", "n/a"]
     # raw p < 0.05 for all three, but only the first survives the family's correction
-    assert [r.verdict for r in rows] == ["reproduced on the lab", "not reproduced", "not reproduced",
-                                         "not testable at this size"]
-    assert "allows an effect" in rows[1].note  # its interval [2, 4] reaches beyond the ROPE
+    # the other two: not significant, but their interval [2, 4] still allows an effect beyond the
+    # ROPE (2 points) of the paper's sign, so this size cannot tell
+    assert [r.verdict for r in rows] == ["reproduced on the lab", "not testable at this size",
+                                         "not testable at this size", "not testable at this size"]
+    assert "allows an effect" in rows[1].note
+    # an interval that stops short of the ROPE: not significant and no room for the effect
+    none = claims.family([fixed(0.01), dataclasses.replace(fixed(0.5, 0.2), interval=(-1.0, 1.5))])[1]
+    assert none.verdict == "not reproduced" and "excludes" in none.note
 
 
 def test_lab_effect_is_flagged_on_lab_data_only():
