@@ -1,17 +1,36 @@
-# The README's two commands: `make figures` and `make test`. Both set up .venv first.
+# The README's two commands: `make figures` and `make test`. Both set up .venv first, from the lock.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# Every package's exact version (a pip freeze); `make setup` installs these, `make lock` refreshes them.
+LOCK   := requirements/lock.txt
+LOCK_VENV := build/lock-venv
 
-.PHONY: figures test setup clean-figures
+.PHONY: figures test setup lock clean-figures
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c $(LOCK) --upgrade pip
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[test]'
 	touch $@
+
+# Refresh the lock: resolve pyproject.toml afresh (newest releases, no lock) in a scratch venv and
+# freeze it. Local version tags are dropped (torch==X, not X+cpu), so a CUDA box still gets PyPI's
+# CUDA build of the same version. Commit the new lock once `make test` passes with it.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(LOCK_VENV)/bin/python -m pip freeze --all --exclude mielib --exclude setuptools --exclude wheel > $(LOCK_VENV)/freeze.txt
+	mkdir -p $(dir $(LOCK))
+	$(LOCK_VENV)/bin/python -c 'import platform as p; print("# Exact versions for `make setup` (pip install -c $(LOCK) -e .[test]) and environment.yml.\n" \
+	  "# Written by `make lock` from pyproject.toml on Python", p.python_version(), f"({p.system()} {p.machine()}); no hand edits.")' > $(LOCK).new
+	sed -E 's/^([^=]+==[^+]+)\+.*$$/\1/' $(LOCK_VENV)/freeze.txt >> $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 # Regenerate every figure and table with papermill on the simulated lab (preset small).
 figures: setup

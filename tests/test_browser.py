@@ -1,10 +1,12 @@
 """A person's path through the explorer, in a real browser: JupyterLab in headless Chromium.
 
 Starts JupyterLab on 127.0.0.1 with a copy of notebooks/02_synthesis_explorer.ipynb (smoke
-preset), opens it, runs all cells from the Run menu, then moves the AU12 slider with the
-keyboard and checks that the apex face (and only the apex) changes. Needs Debian's chromium
-and chromium-driver (`bash tests/browser_setup.sh`); skipped without them unless CI is set,
-where their absence is a failure.
+preset), opens it, waits for its kernel, runs all cells from the Run menu, then moves the AU12
+slider with the keyboard and checks that the apex face (and only the apex) changes. Readiness
+comes from the server's REST API (the notebook's session: kernel idle, page connected) and from
+the notebook's own outputs, never from one JupyterLab release's status-bar text. Needs Debian's
+chromium and chromium-driver (`bash tests/browser_setup.sh`); skipped without them unless CI is
+set, where their absence is a failure.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import nbformat
 import numpy as np
@@ -137,18 +139,32 @@ class Lab:
         self.log.flush()
         return self.log_path.read_bytes()[-n:].decode(errors="replace")
 
+    def api(self, endpoint: str):
+        """The JSON of one of the server's REST endpoints (`/api/<endpoint>`, with the token), or None
+        while the server does not answer it."""
+        request = urllib.request.Request(f"{self.base}/api/{endpoint}", headers={"Authorization": f"token {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as reply:
+                return json.load(reply)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            return None
+
+    def notebook_kernel(self) -> dict | None:
+        """The server's model of the notebook's kernel, from its session in `/api/sessions`
+        (id, name, execution_state, connections), or None while the page has started none."""
+        for session in self.api("sessions") or []:
+            path = session.get("path") or (session.get("notebook") or {}).get("path", "")
+            if PurePosixPath(path).name == self.notebook.name and session.get("kernel"):
+                return session["kernel"]
+        return None
+
     def wait_ready(self) -> None:
         deadline = time.monotonic() + SERVER_START_S
-        request = urllib.request.Request(f"{self.base}/api/status", headers={"Authorization": f"token {self.token}"})
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"JupyterLab exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(request, timeout=2) as reply:
-                    if reply.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if self.api("status") is not None:
+                return
             time.sleep(0.3)
         pytest.fail(f"JupyterLab did not answer within {SERVER_START_S} s:\n{self.log_tail()}")
 
@@ -238,14 +254,20 @@ def test_explorer_responds_to_an_au_slider_in_jupyterlab(lab, browser, tmp_path)
             driver.save_screenshot(str(tmp_path / "failure.png"))
             pytest.fail(f"timed out after {seconds} s waiting for {what} ({type(exc).__name__}); screenshot "
                         f"{tmp_path / 'failure.png'}\noutputs:\n{_outputs_text(driver)[-2000:]}\n"
-                        f"server log:\n{lab.log_tail(2000)}")
+                        f"sessions: {lab.api('sessions')}\nserver log:\n{lab.log_tail(2000)}")
 
     # Open the notebook copy as a person would, and wait for its kernel.
     driver.get(f"{lab.base}/lab/tree/{lab.notebook.name}?token={lab.token}")
     wait(60, EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell")), "the notebook to open")
-    # The status bar reads "No Kernel | Initializing", then "Python 3 (ipykernel) | Idle".
-    wait(60, lambda d: any("(ipykernel) | Idle" in e.text for e in d.find_elements(By.CSS_SELECTOR, ".jp-StatusBar-Widget")),
-         "the kernel to start")
+    # The kernel is ready when the server's session for this notebook has a kernel that reports
+    # idle and (where the server counts them) the page holds a websocket to it, so Run All goes to
+    # a live kernel. The server's REST API, not a status-bar text that JupyterLab releases reword.
+    def kernel_ready(_):
+        kernel = lab.notebook_kernel()
+        ready = kernel and kernel.get("execution_state") == "idle" and kernel.get("connections", 1) >= 1
+        return kernel if ready else None
+
+    wait(60, kernel_ready, "the notebook's kernel to start (idle and connected, per /api/sessions)")
 
     # Run > Run All Cells.
     menu = wait(10, lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if e.text.strip() == "Run"],
