@@ -3,6 +3,7 @@ batch size and in-memory data. Prints samples/s of both and their ratio (target:
 
     python benchmarks/bench_train.py                 # ApexME (ResNet-18), 64 px, batch 32
     python benchmarks/bench_train.py --steps 48 --reps 7 --device cuda
+    python benchmarks/bench_train.py --input flow --size 32   # ApexME on onset->apex optical flow of lab clips
 
 Both loops run the same number of optimiser steps per repetition; repetitions alternate
 between the two (so load on a shared machine hits both alike) and the median is reported.
@@ -22,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -47,6 +49,17 @@ def build_model(name: str, n_classes: int) -> nn.Module:
         net = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, n_classes))
     net.n_classes = n_classes
     return net
+
+
+def _lab_flows(n: int, size: int) -> torch.Tensor:
+    """`n` onset->apex flows of composite clips (cycled), 3 x size x size, from 128-px lab frames."""
+    from mielib import datasets, paper
+
+    clips = paper.megc3(datasets.load("composite", "sim", None, seed=0, size=128))
+    clips.clips = clips.clips[: min(n, len(clips))]
+    kf = paper.load_keyframes(clips, size, flow=True)
+    flows = torch.from_numpy(np.stack([c.frames.flow for c in kf]).astype(np.float32))
+    return flows[torch.arange(n) % len(flows)]
 
 
 def bare_loop(model: nn.Module, data: TensorDataset, batch: int, device: torch.device,
@@ -96,6 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions of each loop (default 5)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--input", default="frames", choices=("frames", "flow"),
+                        help="frames: random 3-channel frames; flow: the onset->apex optical flow of composite "
+                             "clips from the simulated lab (mielib.flow), as the small preset trains on")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -105,7 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
     amp = device.type == "cuda"
     g = torch.Generator().manual_seed(0)
     n = args.steps * args.batch
-    data = TensorDataset(torch.randn(n, 3, args.size, args.size, generator=g), torch.randint(0, 3, (n,), generator=g))
+    if args.input == "flow":
+        data = TensorDataset(_lab_flows(n, args.size), torch.randint(0, 3, (n,), generator=g))
+    else:
+        data = TensorDataset(torch.randn(n, 3, args.size, args.size, generator=g), torch.randint(0, 3, (n,), generator=g))
     if args.model != "apexme":
         raise SystemExit("error: this benchmark feeds single frames, so only --model apexme applies")
     initial = build_model(args.model, 3)
@@ -131,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({torch.get_num_threads()} threads)"),
-        "model": args.model, "size": args.size, "batch": args.batch, "steps": args.steps, "reps": args.reps,
+        "model": args.model, "input": args.input, "size": args.size, "batch": args.batch, "steps": args.steps, "reps": args.reps,
         "amp": amp,
         "mielib_samples_per_s": med(n / w for w, _ in ours),
         "bare_samples_per_s": med(n / w for w, _ in bare),
@@ -140,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         # On a shared CPU, CPU seconds are steadier than wall seconds; on CUDA they mean little.
         "ratio_cpu_time": med(b[1] / o[1] for b, o in zip(bare, ours)),
     }
-    print(f"device {result['device']}, {args.model} {args.size}px, batch {args.batch}, {args.steps} steps x "
+    print(f"device {result['device']}, {args.model} on {args.input} {args.size}px, batch {args.batch}, {args.steps} steps x "
           f"{args.reps} interleaved reps (median)")
     print(f"mielib train.fit: {result['mielib_samples_per_s']:8.1f} samples/s  (all: "
           f"{', '.join(f'{n / w:.1f}' for w, _ in ours)})")

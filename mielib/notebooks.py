@@ -22,8 +22,9 @@ def available() -> list[Path]:
 
 
 def run(path: Path, *, preset: str = "small", data_source: str = "sim", data_root: str | None = None,
-        seed: int = 0, out_dir: Path | None = None, progress: bool = True) -> Path:
-    """Execute one notebook with papermill and return the executed copy's path."""
+        seed: int = 0, out_dir: Path | None = None, progress: bool = True, input: str | None = None) -> Path:
+    """Execute one notebook with papermill and return the executed copy's path. `input`
+    ("frames" or "flow") overrides the preset's classifier input in the notebooks that train one."""
     import papermill as pm
 
     out_dir = Path(out_dir or runtime.ROOT / "build" / "notebooks" / preset)
@@ -31,7 +32,8 @@ def run(path: Path, *, preset: str = "small", data_source: str = "sim", data_roo
     out = out_dir / path.name
     pm.execute_notebook(
         str(path), str(out),
-        parameters={"preset": preset, "data_source": data_source, "data_root": data_root, "seed": seed},
+        parameters={"preset": preset, "data_source": data_source, "data_root": data_root, "seed": seed,
+                    **({"input": input} if input is not None else {})},
         cwd=str(path.parent), progress_bar=progress, kernel_name="python3",
     )
     return out
@@ -47,6 +49,9 @@ def cli(argv: list[str]) -> int:
                         help="'sim' = the built-in simulated lab; 'real' = your licensed data under --data-root")
     parser.add_argument("--data-root", default=None, help="folder holding the real datasets (with --data-source real)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--input", default=None, choices=("frames", "flow"),
+                        help="classifier input for notebooks 04-05: 'frames' (the papers' onset/apex frames) or "
+                             "'flow' (onset->apex optical flow); default: the preset's (small: flow, paper: frames)")
     parser.add_argument("--only", default=None,
                         help="comma-separated notebook numbers to run, e.g. 00,02 (default: all)")
     args = parser.parse_args(argv)
@@ -65,7 +70,9 @@ def cli(argv: list[str]) -> int:
     for path in books:
         start = time.perf_counter()
         print(f"== {path.name} (preset {args.preset}, data source {args.data_source})", flush=True)
-        run(path, preset=args.preset, data_source=args.data_source, data_root=args.data_root, seed=args.seed)
+        takes_input = args.input is not None and '"input = ' in path.read_text(encoding="utf-8")
+        run(path, preset=args.preset, data_source=args.data_source, data_root=args.data_root, seed=args.seed,
+            input=args.input if takes_input else None)
         print(f"   done in {time.perf_counter() - start:.0f} s", flush=True)
     print(f"figures and tables are in {runtime.folder('figures')} (see manifest.csv)")
     return 0

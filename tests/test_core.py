@@ -59,3 +59,32 @@ def test_session_rejects_bad_data_source():
         session.start("x", data_source="kaggle")
     with pytest.raises(ValueError, match="needs data_root"):
         session.start("x", data_source="real")
+
+
+def test_commit_is_dirty_for_code_changes_but_not_for_regenerated_figures(tmp_path, monkeypatch):
+    import subprocess
+
+    from mielib import runtime
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "table.csv").write_text("a\n1\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.setattr(runtime, "ROOT", tmp_path)
+
+    def commit():
+        runtime.commit.cache_clear()  # one answer per process otherwise
+        return runtime.commit()
+
+    clean = commit()
+    assert len(clean) == 12 and not clean.endswith("+dirty")
+    (tmp_path / "figures" / "table.csv").write_text("a\n2\n")  # a notebook rewrote a committed figure
+    assert commit() == clean
+    (tmp_path / "code.py").write_text("x = 2  # edited\n")
+    assert commit() == clean + "+dirty"
+    runtime.commit.cache_clear()

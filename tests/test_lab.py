@@ -362,3 +362,47 @@ def test_built_frames_are_cached_and_match_lazy_rendering(monkeypatch, data_fold
     cached = lab.load("smic", size=32)[1]
     for t in range(clip.n_frames):
         np.testing.assert_array_equal(cached.frames[t], lazy[t])
+
+
+def test_sensor_noise_sd_scales_with_size_over_native():
+    """A camera's noise at the native face size, area-averaged down to `size`: sd x size / native."""
+    cap = lab.SPECS["casme2"].capture
+    assert cap.native == 300
+    assert cap.noise_at(300) == pytest.approx(cap.noise) and cap.noise_at(600) == pytest.approx(cap.noise)
+    assert cap.noise_at(150) == pytest.approx(cap.noise / 2) and cap.noise_at(32) == pytest.approx(cap.noise * 32 / 300)
+    # measured on stored frames: a flat face stored with and without the noise, at two sizes; a
+    # loud camera (sd 20 at 256 px) so that JPEG's own rounding (sd about 1) hardly matters
+    loud = dataclasses.replace(cap, noise=20.0, native=256)
+    img = np.full((128, 128, 3), 128, np.uint8)
+    sds = {}
+    for size in (32, 128):
+        kw = dict(dx=0, dy=0, angle=0, cast=(1, 1, 1), blur=0, gray=False, jpeg=100, key=[0, size])
+        noisy = lab._decode(lab._capture(img, size, noise=loud.noise_at(size), **kw)).astype(float)
+        clean = lab._decode(lab._capture(img, size, noise=0.0, **kw)).astype(float)
+        sds[size] = (noisy - clean).std()
+    assert sds[128] == pytest.approx(20 * 128 / 256, rel=0.1)
+    assert sds[32] == pytest.approx(20 * 32 / 256, rel=0.2)  # the old lab gave the full sd at every size
+
+
+def test_micro_expression_sets_are_registered_and_raw_variant_keeps_head_motion():
+    assert all(lab.SPECS[n].capture.registered for n in ("casme2", "samm", "smic", "mmew_micro", "casme"))
+    assert not lab.SPECS["ckplus"].capture.registered and not lab.SPECS["oulu"].capture.registered
+    cropped, raw = lab.load("casme2", size=32)[3], lab.load("casme2", size=32, variant="raw")[3]
+    assert cropped.meta["variant"] == "cropped" and raw.meta["variant"] == "raw"
+    mc, mr = cropped.frames.render.motion(), raw.frames.render.motion()
+    np.testing.assert_allclose(mc[0], mr[0])  # the crop sits where the first frame's face is
+    np.testing.assert_allclose(mc - mc[0], lab.REGISTRATION_RESIDUAL * (mr - mr[0]), atol=1e-9)
+    assert np.abs(mr - mr[0]).max() > 0.05
+    assert lab.load("ckplus", size=32, variant="raw")[0].meta["variant"] == "raw"
+    with pytest.raises(ValueError, match="unknown variant 'aligned'"):
+        lab.load("casme2", variant="aligned")
+
+
+def test_pixel_signal_separates_expression_motion_and_noise():
+    pytest.importorskip("mielib.face")
+    df = lab.pixel_signal(sizes=(32, 128), n=6).set_index(["variant", "size"])
+    assert (df[["expression", "motion", "noise", "identity"]] > 0).all().all()
+    # registration removes most of the head motion; noise falls with the frame size
+    assert (df.loc["cropped", "motion"] < df.loc["raw", "motion"]).all()
+    assert df.loc[("cropped", 32), "noise sd"] < df.loc[("cropped", 128), "noise sd"]
+    assert (df["identity"] > 10 * df["expression"]).all()  # people differ far more than their micro-expressions
