@@ -43,22 +43,18 @@ def main(argv: list[str] | None = None) -> None:
     _, w, _ = timed(lambda: [flow.compute(*pair, args.size) for _ in range(50)])
     print(f"one pair at {args.load} px -> {args.size} px: {1000 * w / 50:.1f} ms")
 
-    frames = lambda s: [(np.asarray(x.frames[x.onset]), np.asarray(x.frames[x.apex])) for x in s]
-    pairs, w, cpu = timed(lambda: frames(comp))
-    print(f"composite: {len(comp)} clips, rendering onset+apex frames at {args.load} px: {w:.1f} s wall ({cpu:.1f} s CPU)")
-    _, w, cpu = timed(lambda: flow.for_pairs(pairs, args.size))
-    print(f"composite: flows cold {w:.1f} s wall ({cpu:.1f} s CPU)")
-    _, w, _ = timed(lambda: flow.for_pairs(pairs, args.size))
-    print(f"composite: flows from the cache {w:.2f} s")
+    def report(name, clips, what):
+        pairs, w, cpu = timed(lambda: [(np.asarray(x.frames[x.onset]), np.asarray(x.frames[x.apex])) for x in clips])
+        print(f"{name}: {len(clips)} samples, {what}: {w:.1f} s wall ({cpu:.1f} s CPU)")
+        _, w, cpu = timed(lambda: flow.for_pairs(pairs, args.size))
+        print(f"{name}: flows cold {w:.1f} s wall ({cpu:.1f} s CPU)")
+        _, w, _ = timed(lambda: flow.for_pairs(pairs, args.size))
+        print(f"{name}: flows from the cache {w:.2f} s")
 
+    report("composite", comp, f"rendering onset+apex frames at {args.load} px")
     mx, w, _ = timed(lambda: miex.dataset(identities=args.ids, size=args.load, seed=0, data_seed=0, progress=False))
     print(f"MiE-X: {len(mx)} samples built at {args.load} px in {w:.1f} s")
-    pairs, w, cpu = timed(lambda: frames(mx))
-    print(f"MiE-X: reading onset+apex PNGs {w:.1f} s wall ({cpu:.1f} s CPU)")
-    _, w, cpu = timed(lambda: flow.for_pairs(pairs, args.size))
-    print(f"MiE-X: flows cold {w:.1f} s wall ({cpu:.1f} s CPU)")
-    _, w, _ = timed(lambda: flow.for_pairs(pairs, args.size))
-    print(f"MiE-X: flows from the cache {w:.2f} s")
+    report("MiE-X", mx, "reading onset+apex PNGs")
 
 
 if __name__ == "__main__":
