@@ -7,6 +7,7 @@ of each command lives beside its code.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -33,7 +34,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {word!r}; known commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"mielib.{COMMANDS[word][0]}")
-    return int(module.cli(rest) or 0)
+    try:
+        code = int(module.cli(rest) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader left (`... | head`): stop quietly, as Unix tools do. Point stdout at devnull
+        # so Python's own flush at exit does not print a second BrokenPipeError.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

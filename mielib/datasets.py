@@ -256,14 +256,16 @@ def _expected_name(example: Path, n: int) -> str:
     return example.stem[: m.start()] + text + example.stem[m.end():] + example.suffix
 
 
-def _verify_images(paths: Iterable[Path]) -> None:
-    """Open every frame header with PIL; the first unreadable one is a _Skip naming the file."""
+def _verify_images(paths: Iterable[Path], decode: Iterable[Path] = ()) -> None:
+    """Open every frame's header with PIL and fully decode the frames in `decode` (those that
+    training reads: onset, apex, offset). A header check alone passes a truncated JPEG, whose
+    damage only shows when its pixels are decoded. The first bad file is a _Skip naming it."""
     from PIL import Image, UnidentifiedImageError
 
-    for p in paths:
+    for p, full in [(p, False) for p in paths] + [(p, True) for p in decode]:
         try:
             with Image.open(p) as im:
-                im.verify()
+                im.load() if full else im.verify()
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise _Skip(f"{p}: corrupt or unreadable image ({exc})") from None
 
@@ -477,32 +479,18 @@ def _build_clip(
     numbers, paths = _scan_frames(folder, variant)
     meta = dict(meta or {})
     meta.update(folder=str(folder), first_frame=numbers[0])
-    if onset is None:
-        onset = numbers[0]
     meta["offset_annotated"] = offset not in (None, 0)
-    if offset in (None, 0):  # CASME II has OffsetFrame = 0 rows: the clip runs to the folder's end
-        offset = numbers[-1]
-    if onset > offset:
-        raise _Skip(f"onset {onset} is after offset {offset}")
+    meta["apex_annotated"] = apex is not None
+    onset, apex, offset, repairs = _repair(numbers, onset, apex, offset, apex_at_end=apex_at_end)
     position = {n: i for i, n in enumerate(numbers)}
     for n in range(onset, offset + 1):
         if n not in position:
             raise _Skip(f"frame {n} is missing: expected {folder / _expected_name(paths[0], n)}")
-    meta["apex_annotated"] = apex is not None
-    if apex is None and apex_at_end:
-        apex = offset
-    elif apex is None:
-        # Unannotated apex (`/` in CASME II): the middle frame, as the MEGC loaders do.
-        apex = numbers[position[onset] + (position[offset] - position[onset]) // 2]
-    if apex < onset:
-        raise _Skip(f"onset {onset} is after apex {apex}")
-    if apex > offset:
-        raise _Skip(f"apex {apex} is after offset {offset}")
-    if apex not in position:
-        raise _Skip(f"apex frame {apex} is missing: expected {folder / _expected_name(paths[0], apex)}")
+    meta["repairs"] = repairs
+    meta["annotation_repaired"] = bool(repairs)
     meta.update(onset_frame=onset, apex_frame=apex, offset_frame=offset)
     if opts.verify:
-        _verify_images(paths)
+        _verify_images(paths, decode=[paths[position[n]] for n in (onset, apex, offset)])
     clip = Clip(
         dataset=dataset, subject=subject, clip_id=clip_id, frames=PathFrames(paths),
         fps=FPS[dataset], onset=position[onset], apex=position[apex], offset=position[offset],
@@ -511,6 +499,57 @@ def _build_clip(
     if opts.readouts:
         _attach_readout(clip, folder, paths, opts)
     return clip
+
+
+#: The documented repairs of annotation errata (README "Real data"; datasets.md lists SAMM's
+#: 028_4_1 and 032_3_1 and CASME II's OffsetFrame = 0 rows). Researchers use every clip of these
+#: sheets (the MEGC 2019 list includes the SAMM errata), so a wrong index is repaired, flagged in
+#: meta["repairs"] and listed by `data inspect`, never a reason to drop the clip.
+def _repair(numbers: list[int], onset, apex, offset, *, apex_at_end: bool = False) -> tuple[int, int, int, list[str]]:
+    """Onset, apex and offset frame numbers made consistent with each other and the frames on
+    disk (`numbers`, sorted), and the repairs made, one sentence each.
+
+    - OffsetFrame 0 (CASME II) or blank: the folder's last frame (meta offset_annotated False).
+    - An onset or offset outside the frames on disk: the folder's first or last frame. This is
+      how an onset after the apex is checked against the disk: an onset the folder does not
+      hold is the wrong index, and becomes the first frame.
+    - An apex outside onset..offset (SAMM 028_4_1: after the offset; 032_3_1: before an onset
+      that is the folder's first frame): the middle frame, as for an unannotated apex.
+    An onset after the offset with both frames on disk cannot be told apart: that is a _Skip.
+    """
+    first, last, repairs = numbers[0], numbers[-1], []
+    if onset is None:
+        onset = first
+    elif not first <= onset <= last:
+        repairs.append(f"onset {onset} is outside the frames on disk ({first}..{last}): the first frame {first} used")
+        onset = first
+    if offset == 0:  # CASME II has OffsetFrame = 0 rows: the clip runs to the folder's end
+        repairs.append(f"offset 0 (not annotated): the last frame {last} used")
+    if offset in (None, 0):
+        offset = last
+    elif not first <= offset <= last:
+        repairs.append(f"offset {offset} is outside the frames on disk ({first}..{last}): the last frame {last} used")
+        offset = last
+    if onset > offset:
+        raise _Skip(f"onset {onset} is after offset {offset} and both frames are on disk, so neither can be "
+                    "repaired; correct the sheet row")
+    middle = _middle(numbers, onset, offset)
+    if apex is None:
+        apex = offset if apex_at_end else middle  # `/` in CASME II: the middle frame, as the MEGC loaders do
+    elif apex < onset:
+        repairs.append(f"onset {onset} is after apex {apex}; the onset is on disk, so the apex is the error: "
+                       f"the middle frame {middle} used")
+        apex = middle
+    elif apex > offset:
+        repairs.append(f"apex {apex} is after offset {offset}: the middle frame {middle} used")
+        apex = middle
+    return onset, apex, offset, repairs
+
+
+def _middle(numbers: list[int], onset: int, offset: int) -> int:
+    """The frame halfway (by position on disk) between onset and offset."""
+    lo, hi = numbers.index(onset), numbers.index(offset)
+    return numbers[lo + (hi - lo) // 2]
 
 
 def _attach_readout(clip: Clip, folder: Path, paths: list[Path], opts: _Options) -> None:
@@ -613,7 +652,7 @@ def _sheet_clips(
                 return _build_clip(
                     dataset, subject, filename, folder, opts, onset=onset, apex=apex, offset=offset,
                     label=label, label3=label3, aus=_text_cell(rec.get("aus")), variant=variant,
-                    meta={"sheet_row": row, "subject_number": number, **meta, **extra_meta(rec)},
+                    meta={"sheet": sheet.path.name, "sheet_row": row, "subject_number": number, **meta, **extra_meta(rec)},
                 )
             except _Skip as exc:
                 raise _Skip(f"{where}: {exc}") from None
@@ -1251,7 +1290,7 @@ def identity_pool(
         rel = path.relative_to(root)
         try:
             if verify:
-                _verify_images([path])
+                _verify_images([path], decode=[path])
             record = Identity(path, meta={"relative_path": rel.as_posix()})
             if table is not None:
                 record.landmarks = table(rel)
@@ -1345,6 +1384,13 @@ def summarize(clipset: ClipSet, root: str | Path | None = None) -> dict:
     out["unlabelled"] = sum(c.label is None for c in clipset)
     out["apex_not_annotated"] = sum(c.meta.get("apex_annotated") is False for c in clipset)
     out["with_readout"] = sum(c.readout is not None for c in clipset)
+    repaired = [c for c in clipset if c.meta.get("repairs")]
+    out["annotation_repaired"] = len(repaired)
+    out["repairs"] = [
+        {"item": c.key, "row": f"{c.meta['sheet']} row {c.meta['sheet_row']}" if "sheet" in c.meta else None,
+         "repairs": list(c.meta["repairs"])}
+        for c in repaired
+    ]
     return json.loads(json.dumps(out, default=_jsonable))
 
 
@@ -1373,13 +1419,17 @@ def format_summary(summary: dict) -> str:
         lines.append(f"apex not annotated (middle or last frame used): {summary['apex_not_annotated']}")
     if "with_readout" in summary:
         lines.append(f"with AU readout: {summary['with_readout']}")
+    if summary.get("repairs"):
+        lines.append(f"annotation repaired (kept, flagged in meta['repairs']): {len(summary['repairs'])}")
+        lines += [f"  {r['item']}" + (f" ({r['row']})" if r.get("row") else "") + f": {'; '.join(r['repairs'])}"
+                  for r in summary["repairs"]]
     lines.append(f"skipped: {len(summary['skipped'])}")
     lines += [f"  {s['item']}: {s['reason']}" for s in summary["skipped"]]
     return "\n".join(lines)
 
 
 def cli(argv: list[str]) -> int:
-    """`python -m mielib data inspect NAME [ROOT] [--sim] [--json] [-o KEY=VALUE ...]`."""
+    """`python -m mielib data inspect NAME [ROOT] [--sim] [--fast] [--json] [-o KEY=VALUE ...]`."""
     parser = argparse.ArgumentParser(
         prog="python -m mielib data",
         description="Inspect a real dataset folder or its simulated stand-in.",
@@ -1396,7 +1446,11 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--sim", action="store_true", help="inspect the simulated stand-in instead of real data")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated stand-in (default 0)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--verify", action="store_true", help="open every frame to find corrupt images (slow)")
+    p.add_argument("--fast", action="store_true",
+                   help="skip the frame check (by default every frame's header is opened and the onset, "
+                        "apex and offset frames are decoded; a clip with a corrupt frame is skipped)")
+    # Kept so that commands written before checking became the default still run.
+    p.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "-o", "--option", action="append", default=[], metavar="KEY=VALUE",
         help="a loader option, e.g. -o part=macro (mmew), -o variant=raw, -o modality=NI (oulu)",
@@ -1407,8 +1461,8 @@ def cli(argv: list[str]) -> int:
         return int(exc.code or 0)
     try:
         options = dict(_parse_option(o) for o in args.option)
-        if args.verify:
-            options["verify"] = True
+        if not args.sim:  # the simulated lab has no files to check
+            options.setdefault("verify", not args.fast)
         if args.sim:
             if args.root:
                 raise ValueError("give either ROOT or --sim, not both")

@@ -85,6 +85,13 @@ SAMM_ROWS = [
     (7, "007_3_1", 3, 998, 1000, 1002, "(R6 or R12)+R15", "Happiness", 4),  # 4-digit padding, 999 -> 1000
     ("006", "006_5_1", 5, 100, 101, 103, "A14C", "Other", 5),
 ]
+# Two known errata of the real SAMM v2 sheet (datasets.md, SAMM quirks), as the sheet has them:
+# 028_4_1's apex lies after its offset; 032_3_1's onset lies after its apex (the apex is the typo:
+# the folder starts at the onset). The official MEGC 2019 list includes both.
+SAMM_ERRATA = [
+    ("028", "028_4_1", 4, 1120, 1143, 1134, "R12", "Anger", 4),
+    ("032", "032_3_1", 3, 4896, 1930, 4905, "R14", "Contempt", 4),
+]
 
 
 def samm(root: Path, *, rows=SAMM_ROWS, top: str = "SAMM") -> Path:
@@ -215,6 +222,48 @@ smic,s01,s01_po_01,1
 smic,s02,s02_sur_01,2
 casme2,sub04,EP12_01f,0
 """
+
+
+def megc2019(root: Path) -> Path:
+    """The MEGC 2019 composite at full size, 3 frames per clip: a 159-row SAMM v2 sheet (29
+    subjects, its class counts, the two SAMM_ERRATA rows), CASME II (a 147-row sheet, 145 of them
+    listed, one with OffsetFrame 0), SMIC HS (164 clips, 16 subjects) and the official list of
+    442 clips from 68 subjects (datasets.md section 6)."""
+    # SAMM: subject 025 has only `Other` clips, which the composite drops (28 of 29 subjects).
+    samm_subjects = [s for s in range(6, 38) if s not in (8, 27, 29)]
+    listed = [s for s in samm_subjects if s != 25]
+    emotions = ["Anger"] * 56 + ["Happiness"] * 26 + ["Surprise"] * 15 + ["Contempt"] * 11 + ["Disgust"] * 9 \
+        + ["Fear"] * 8 + ["Sadness"] * 6  # + the two errata (Anger, Contempt) = 57 / 12
+    rows = [(f"{listed[i % len(listed)]:03d}", emo) for i, emo in enumerate(emotions)]
+    rows += [(f"{([25, 25, 25] + listed)[i % 31]:03d}", "Other") for i in range(26)]
+    samm_rows, gt = list(SAMM_ERRATA), []
+    for k, (sub, emo) in enumerate(rows):
+        samm_rows.append((sub, f"{sub}_7_{k}", 7, 10 * k + 1, 10 * k + 2, 10 * k + 3, "R12", emo, 5))
+    for sub, name, *_, emo, _d in samm_rows:
+        cls = au.to_megc3("samm", au.canonical_emotion(emo))
+        if cls is not None:
+            gt.append(f"samm,{int(sub)},{name},{au.MEGC3.index(cls)}")
+    samm(root / "SAMM", rows=samm_rows)
+    # CASME II: negative 88 (disgust, repression), positive 32, surprise 25 from 24 subjects;
+    # sub10 and sub18 hold only `others` rows, which the composite drops.
+    subjects = [s for s in range(1, 27) if s not in (10, 18)]
+    labels = ["disgust"] * 60 + ["repression"] * 28 + ["happiness"] * 32 + ["surprise"] * 25
+    c_rows = [(subjects[i % 24], f"EP{i:03d}_01", 5, 6, 0 if i == 0 else 7, None, emo, range(5, 8))
+              for i, emo in enumerate(labels)]
+    c_rows += [(10, "EP900_01", 5, 6, 7, None, "others", range(5, 8)), (18, "EP901_01", 5, 6, 7, None, "others", range(5, 8))]
+    casme2(root / "CASME2", rows=c_rows)
+    gt += [f"casme2,sub{s:02d},{f},{au.MEGC3.index(au.to_megc3('casme2', emo))}"
+           for s, f, *_, emo, _n in c_rows if emo != "others"]
+    # SMIC HS: negative 70, positive 51, surprise 43 from 16 subjects.
+    smic_subjects = [1, 2, 3, 4, 5, 6, 8, 9, 11, 12, 13, 14, 15, 18, 19, 20]
+    clips = []
+    for i, (folder, tag) in enumerate([("negative", "ne")] * 70 + [("positive", "po")] * 51 + [("surprise", "sur")] * 43):
+        s = smic_subjects[i % 16]
+        clips.append((f"s{s}", folder, f"s{s}_{tag}_{i:02d}", [f"image{n:06d}.bmp" for n in range(1, 4)]))
+        gt.append(f"smic,s{s:02d},s{s:02d}_{tag}_{i:02d},{('ne', 'po', 'sur').index(tag)}")
+    smic(root / "SMIC", clips=clips)
+    (root / "combined_3class_gt.csv").write_text("\n".join(gt) + "\n")
+    return root
 
 
 def composite(root: Path) -> Path:

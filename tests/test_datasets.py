@@ -64,12 +64,13 @@ def test_casme2_cropped_variant_ignores_stray_files(tmp_path):
 
 def test_casme2_reports_every_bad_sample_by_name(tmp_path):
     rows = fx.CASME2_ROWS + [
-        ("04", "EP05_01", 12, 10, 14, None, "happiness", range(10, 15)),  # onset after apex
+        ("04", "EP05_01", 12, 10, 14, None, "happiness", range(10, 15)),  # onset after apex: repaired
         ("04", "EP06_01", 3, 4, 6, None, "joyful", range(3, 7)),  # unknown label
         ("05", "EP07_01", 3, 4, 6, None, "disgust", range(3, 7)),  # frame 5 deleted below
         ("05", "EP08_01", 3, 4, 6, None, "disgust", range(3, 7)),  # frame 4 corrupted below
         ("06", "EP10_01", None, 4, 6, None, "disgust", range(3, 7)),  # blank onset
-        ("06", "EP11_01", 3, 8, 6, None, "disgust", range(3, 7)),  # apex after offset
+        ("06", "EP11_01", 3, 8, 6, None, "disgust", range(3, 7)),  # apex after offset: repaired
+        ("06", "EP13_01", 6, 6, 4, None, "disgust", range(3, 7)),  # onset after offset, both on disk
         ("07", "EP12_01", 1, 2, 3, None, "disgust", range(0)),  # no folder on disk
         (1, "EP02_01f", 46, 49, 52, "12", "happiness", range(46, 53)),  # row 2 again
     ]
@@ -81,20 +82,25 @@ def test_casme2_reports_every_bad_sample_by_name(tmp_path):
 
     cs = datasets.load_casme2(root)
     reasons = _skip_reasons(cs)
-    assert "onset 12 is after apex 10" in reasons["sub04/EP05_01"]
+    assert "onset 6 is after offset 4 and both frames are on disk" in reasons["sub06/EP13_01"]
     assert "CASME2-coding-20140508.xlsx row 8" in reasons["sub04/EP06_01"]
     assert "unknown emotion label 'joyful'" in reasons["sub04/EP06_01"]
     assert reasons["sub05/EP07_01"].endswith("sub05/EP07_01/img5.jpg")
     assert "OnsetFrame is blank" in reasons["sub06/EP10_01"]
-    assert "apex 8 is after offset 6" in reasons["sub06/EP11_01"]
+    # Errata are kept with a documented repair (the middle frame), flagged in meta.
+    clips = _by_id(cs)
+    assert clips["EP05_01"].meta["apex_frame"] == 13 and clips["EP05_01"].meta["annotation_repaired"]
+    assert "onset 12 is after apex 10" in clips["EP05_01"].meta["repairs"][0]
+    assert clips["EP11_01"].meta["apex_frame"] == 4
+    assert clips["EP11_01"].meta["repairs"] == ["apex 8 is after offset 6: the middle frame 4 used"]
     assert "no subject folder sub07 or sub7" in reasons["sub07/EP12_01"]
     assert "has no row in CASME2-coding-20140508.xlsx" in reasons["sub01/EP99_01"]
-    assert "row 14 repeats CASME2-coding-20140508.xlsx row 2" in reasons["sub01/EP02_01f"]
+    assert "row 15 repeats CASME2-coding-20140508.xlsx row 2" in reasons["sub01/EP02_01f"]
     # Without verify the corrupt frame only exists; reading it names the file.
     corrupt = _by_id(cs)["EP08_01"]
     with pytest.raises(FrameError, match=r"EP08_01/img4\.jpg: not a readable image"):
         corrupt.frames[1]
-    assert len(cs) == 6 and len(cs.skipped) == 8
+    assert len(cs) == 8 and len(cs.skipped) == 7
 
     checked = datasets.load_casme2(root, verify=True)
     assert "EP08_01" not in _by_id(checked)
@@ -320,6 +326,54 @@ def test_composite_label_comes_from_the_csv_and_source_skips_carry_over(tmp_path
         datasets.load_composite(root)
 
 
+def test_samm_errata_are_kept_repaired_and_listed(tmp_path, capsys):
+    root = fx.samm(tmp_path, rows=fx.SAMM_ROWS + fx.SAMM_ERRATA)
+    cs = datasets.load_samm(root)
+    assert len(cs) == 5 and cs.skipped == []
+    late, early = _by_id(cs)["028_4_1"], _by_id(cs)["032_3_1"]
+    # 028_4_1: apex 1143 after offset 1134 -> the middle of 1120..1134
+    assert (late.meta["onset_frame"], late.meta["apex_frame"], late.meta["offset_frame"]) == (1120, 1127, 1134)
+    assert late.meta["repairs"] == ["apex 1143 is after offset 1134: the middle frame 1127 used"]
+    # 032_3_1: onset 4896 after apex 1930; the folder starts at 4896, so the apex is the error
+    assert (early.meta["onset_frame"], early.meta["apex_frame"]) == (4896, 4900)
+    assert early.apex == 4 and early.meta["annotation_repaired"] is True
+    assert not _by_id(cs)["006_1_2"].meta["repairs"]
+
+    assert datasets.cli(["inspect", "samm", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert "skipped: 0" in text and "annotation repaired (kept, flagged in meta['repairs']): 2" in text
+    assert "  samm/028/028_4_1 (SAMM_Micro_FACS_Codes_v2.xlsx row 18): apex 1143 is after offset 1134" in text
+    assert "  samm/032/032_3_1 (SAMM_Micro_FACS_Codes_v2.xlsx row 19): onset 4896 is after apex 1930" in text
+
+
+def test_casme2_offset_zero_and_indices_beyond_the_disk_are_repaired(tmp_path):
+    rows = fx.CASME2_ROWS + [
+        ("04", "EP05_02", 3, 5, 40, None, "happiness", range(3, 8)),  # offset beyond the last frame
+        ("04", "EP05_03", 1, 5, 7, None, "happiness", range(3, 8)),  # onset before the first frame
+    ]
+    cs = datasets.load_casme2(fx.casme2(tmp_path, rows=rows))
+    assert cs.skipped == []
+    clips = _by_id(cs)
+    assert clips["EP01_2"].meta["repairs"] == ["offset 0 (not annotated): the last frame 25 used"]
+    assert clips["EP05_02"].meta["offset_frame"] == 7 and "offset 40 is outside the frames on disk (3..7)" in clips["EP05_02"].meta["repairs"][0]
+    assert clips["EP05_03"].meta["onset_frame"] == 3 and "onset 1 is outside the frames on disk" in clips["EP05_03"].meta["repairs"][0]
+    summary = datasets.summarize(cs)
+    assert summary["annotation_repaired"] == 3
+    assert [r["item"] for r in summary["repairs"]] == ["casme2/sub02/EP01_2", "casme2/sub04/EP05_02", "casme2/sub04/EP05_03"]
+
+
+def test_full_samm_sheet_and_composite_keep_every_clip(tmp_path, capsys):
+    root = fx.megc2019(tmp_path)
+    assert datasets.cli(["inspect", "samm", str(root / "SAMM"), "--fast"]) == 0
+    text = capsys.readouterr().out
+    assert "samples: 159\nsubjects: 29\n" in text and "skipped: 0" in text
+    assert "annotation repaired (kept, flagged in meta['repairs']): 2" in text
+    cs = datasets.load_composite(root)
+    summary = datasets.summarize(cs)
+    assert (summary["samples"], summary["subjects"], summary["skipped"]) == (442, 68, [])
+    assert summary["classes_3"] == {"negative": 250, "positive": 109, "surprise": 83}
+
+
 # ---------------------------------------------------------------------------------------------
 # The dispatcher and identity pools
 
@@ -437,3 +491,42 @@ def test_inspect_cli_options_and_errors(tmp_path, capsys, monkeypatch):
     assert datasets.cli(["inspect", "mmew", "--sim", "--seed", "4", "-o", "part=macro", "--json"]) == 0
     assert calls == [("mmew", 4, 128, "macro")]
     assert json.loads(capsys.readouterr().out)["data_source"] == "sim"
+
+
+def _truncated_jpeg(path):
+    """A real JPEG of noise cut in half: its header reads fine, its pixels do not decode."""
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, format="JPEG")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_inspect_verifies_frames_by_default(tmp_path, capsys):
+    root = fx.casme2(tmp_path)
+    frames = root / "CASME2_RAW_selected"
+    _truncated_jpeg(frames / "sub01" / "EP02_01f" / "img49.jpg")  # the apex: decoded
+    (frames / "sub03" / "EP03_02" / "img6.jpg").write_bytes(b"")  # zero bytes: the header check finds it
+    assert datasets.cli(["inspect", "casme2", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert "samples: 3\n" in text and "skipped: 2\n" in text
+    assert "sub01/EP02_01f: CASME2-coding-20140508.xlsx row 2: " in text and "EP02_01f/img49.jpg: corrupt" in text
+    assert "EP03_02/img6.jpg: corrupt or unreadable image" in text
+    assert datasets.cli(["inspect", "casme2", str(root), "--fast"]) == 0  # no check: both kept
+    assert "samples: 5\n" in capsys.readouterr().out
+
+
+def test_inspect_into_a_closed_pipe_prints_no_traceback(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = fx.casme2(tmp_path)
+    read, write = os.pipe()
+    os.close(read)  # the reader (`| head`) has already gone when inspect prints
+    env = {**os.environ, "PYTHONPATH": str(Path(mielib.__file__).parent.parent)}
+    done = subprocess.run([sys.executable, "-m", "mielib", "data", "inspect", "casme2", str(root), "--fast"],
+                          stdout=write, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 1
