@@ -127,6 +127,16 @@ def dataset_root(data_root: str | Path, name: str) -> Path:
     return root
 
 
+def found(data_root: str | Path) -> list[str]:
+    """The known datasets that `data_root` holds, as its own root or a subfolder named for one
+    (recognised by the files each loader needs, `_ROOT_MARKERS`)."""
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        return []
+    return [name for name in KNOWN
+            if any(any(dataset_root(root, name).glob(marker)) for marker in _ROOT_MARKERS[name])]
+
+
 #: Identity pools (EmotioNet, CelebA) under a data root that holds several datasets.
 _POOL_FOLDERS = {"emotionet": ("emotionet", "EmotioNet"), "celeba": ("celeba", "CelebA")}
 

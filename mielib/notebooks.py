@@ -1,19 +1,36 @@
 """Run the numbered notebooks headlessly with papermill: `python -m mielib notebooks`.
 
-This is what `make figures` calls. Executed copies go to build/notebooks/ (gitignored); the
-figures and tables they save go to figures/ with their manifest entries.
+This is what `make figures` calls. Executed copies go to build/notebooks/ (gitignored). The
+figures and tables they save go to figures/ with their manifest entries when the run is the
+committed gallery's (simulated lab, `small` preset); any other data source, preset or input
+writes to its own folder `figures/<data source>-<preset>[-<input>]/` with its own manifest, so
+the committed gallery is never overwritten. MIELIB_FIGURES, when set, overrides both.
+
+A notebook writes into a staging folder; its outputs are moved into place only when it has run
+to the end, so a notebook that fails leaves the outputs as they were.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from mielib import presets, runtime
 
 NOTEBOOKS = runtime.ROOT / "notebooks"
+#: The committed gallery, and the run that made it.
+FIGURES = runtime.ROOT / "figures"
+GALLERY_RUN = ("sim", "small")
+#: Where a notebook's outputs wait until it finishes (build/ is gitignored).
+STAGING = runtime.ROOT / "build" / "staging"
+#: Files that notebooks update row by row rather than replace: a staging folder starts from the
+#: target's copy, so the rows of other notebooks survive the move back (claims.FILE is claims.csv).
+LEDGERS = ("manifest.csv", "claims.csv")
 
 
 def available() -> list[Path]:
@@ -21,34 +38,99 @@ def available() -> list[Path]:
     return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
+def figures_folder(data_source: str = "sim", preset: str = "small", input: str | None = None) -> Path:
+    """Where a run's figures and tables go: MIELIB_FIGURES when set; else figures/ for the
+    committed gallery's run (sim, small, the preset's own input); else figures/<data
+    source>-<preset>[-<input>]/."""
+    if os.environ.get("MIELIB_FIGURES"):
+        return runtime.folder("figures")
+    default_input = presets.resolve(preset)["input"]
+    if (data_source, preset) == GALLERY_RUN and input in (None, default_input):
+        return FIGURES
+    name = f"{data_source}-{preset}" + (f"-{input}" if input not in (None, default_input) else "")
+    return FIGURES / name
+
+
 def run(path: Path, *, preset: str = "small", data_source: str = "sim", data_root: str | None = None,
-        seed: int = 0, out_dir: Path | None = None, progress: bool = True, input: str | None = None) -> Path:
+        seed: int = 0, out_dir: Path | None = None, progress: bool = True, input: str | None = None,
+        figures: Path | None = None) -> Path:
     """Execute one notebook with papermill and return the executed copy's path. `input`
-    ("frames" or "flow") overrides the preset's classifier input in the notebooks that train one."""
+    ("frames" or "flow") overrides the preset's classifier input in the notebooks that train one.
+
+    Outputs go to `figures` (default: `figures_folder(...)`), through a staging folder: if the notebook fails, the
+    exception propagates and nothing in the figures folder has changed."""
     import papermill as pm
 
     out_dir = Path(out_dir or runtime.ROOT / "build" / "notebooks" / preset)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / path.name
-    pm.execute_notebook(
-        str(path), str(out),
-        parameters={"preset": preset, "data_source": data_source, "data_root": data_root, "seed": seed,
-                    **({"input": input} if input is not None else {})},
-        cwd=str(path.parent), progress_bar=progress, kernel_name="python3",
-    )
+    target = Path(figures) if figures is not None else figures_folder(data_source, preset, input)
+    STAGING.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{path.stem}-", dir=STAGING))
+    for ledger in LEDGERS:
+        if (target / ledger).is_file():
+            shutil.copy2(target / ledger, staging / ledger)
+    saved = os.environ.get("MIELIB_FIGURES")
+    os.environ["MIELIB_FIGURES"] = str(staging)  # the kernel inherits it: session saves go there
+    try:
+        pm.execute_notebook(
+            str(path), str(out),
+            parameters={"preset": preset, "data_source": data_source, "data_root": data_root, "seed": seed,
+                        **({"input": input} if input is not None else {})},
+            cwd=str(path.parent), progress_bar=progress, kernel_name="python3",
+        )
+        _move_into_place(staging, target)
+    finally:
+        if saved is None:
+            os.environ.pop("MIELIB_FIGURES", None)
+        else:
+            os.environ["MIELIB_FIGURES"] = saved
+        shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Move a finished notebook's new or changed files into `target` (each by an atomic rename
+    when on the same disk); files that are byte-for-byte unchanged are left alone."""
+    target.mkdir(parents=True, exist_ok=True)
+    for src in sorted(p for p in staging.rglob("*") if p.is_file()):
+        dst = target / src.relative_to(staging)
+        if dst.is_file() and dst.read_bytes() == src.read_bytes():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dst))
+
+
+def check_data_root(data_root: str | None) -> Path:
+    """The real data root, checked before any notebook runs: it exists and holds at least one
+    known dataset (its own root or a subfolder named for it). ValueError explains what is wrong."""
+    from mielib import datasets
+
+    if not data_root:
+        raise ValueError("--data-source real needs --data-root (the folder with your datasets)")
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"--data-root {data_root} does not exist or is not a folder")
+    if not datasets.found(root):
+        raise ValueError(
+            f"--data-root {data_root} holds none of the known datasets ({', '.join(datasets.KNOWN)}); "
+            "give the folder holding one subfolder per dataset (README, 'Real data'), or one dataset's own folder")
+    return root
 
 
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mielib notebooks",
-        description="Execute the numbered notebooks with papermill; they regenerate figures/.")
+        description="Execute the numbered notebooks with papermill. The default run (simulated lab, preset "
+                    "small) regenerates the committed figures/; any other data source, preset or input writes "
+                    "to figures/<data source>-<preset>/ with its own manifest. A notebook that fails leaves its "
+                    "outputs as they were.")
     parser.add_argument("--preset", default="small", choices=presets.PRESETS,
                         help="sizes for every notebook (default: small, which made the committed figures)")
     parser.add_argument("--data-source", default="sim", choices=("sim", "real"),
                         help="'sim' = the built-in simulated lab; 'real' = your licensed data under --data-root")
     parser.add_argument("--data-root", default=None, help="folder holding the real datasets (with --data-source real)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every notebook (default 0, the committed figures')")
     parser.add_argument("--input", default=None, choices=("frames", "flow"),
                         help="classifier input for notebooks 04-05: 'frames' (the papers' onset/apex frames) or "
                              "'flow' (onset->apex optical flow); default: the preset's (small: flow, paper: frames)")
@@ -56,23 +138,35 @@ def cli(argv: list[str]) -> int:
                         help="comma-separated notebook numbers to run, e.g. 00,02 (default: all)")
     args = parser.parse_args(argv)
     books = available()
-    if args.only:
+    if args.only is not None:
         wanted = {w.strip().zfill(2) for w in args.only.split(",") if w.strip()}
+        if not wanted:
+            print(f"error: --only {args.only!r} names no notebook; give numbers such as 00,02 "
+                  f"(have {', '.join(p.name[:2] for p in books)})", file=sys.stderr)
+            return 2
         unknown = wanted - {p.name[:2] for p in books}
         if unknown:
             print(f"error: no notebook numbered {', '.join(sorted(unknown))}; have "
                   f"{', '.join(p.name for p in books)}", file=sys.stderr)
             return 2
         books = [p for p in books if p.name[:2] in wanted]
-    if args.data_source == "real" and not args.data_root:
-        print("error: --data-source real needs --data-root (the folder with your datasets)", file=sys.stderr)
-        return 2
+    if args.data_source == "real":
+        try:
+            check_data_root(args.data_root)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    target = figures_folder(args.data_source, args.preset, args.input)
     for path in books:
         start = time.perf_counter()
         print(f"== {path.name} (preset {args.preset}, data source {args.data_source})", flush=True)
         takes_input = args.input is not None and '"input = ' in path.read_text(encoding="utf-8")
-        run(path, preset=args.preset, data_source=args.data_source, data_root=args.data_root, seed=args.seed,
-            input=args.input if takes_input else None)
+        try:
+            run(path, preset=args.preset, data_source=args.data_source, data_root=args.data_root, seed=args.seed,
+                input=args.input if takes_input else None, figures=target)
+        except Exception as exc:  # papermill's execution error carries the failing cell's traceback
+            print(f"error: {path.name} failed; its outputs in {target} are left as they were.\n{exc}", file=sys.stderr)
+            return 1
         print(f"   done in {time.perf_counter() - start:.0f} s", flush=True)
-    print(f"figures and tables are in {runtime.folder('figures')} (see manifest.csv)")
+    print(f"figures and tables are in {target} (see manifest.csv)")
     return 0
