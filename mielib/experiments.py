@@ -88,6 +88,13 @@ def _read(path: Path, key: str | None = None) -> dict | None:
     if not isinstance(rec, dict) or rec.get("format") != FORMAT or rec.get("status") != "done":
         warnings.warn(f"{path}: not a finished mielib result record; it will be recomputed", stacklevel=3)
         return None
+    # A record that parses and says "done" but lacks fields the engine always writes (an edit, a
+    # copy from another tool) is as unusable as a truncated one: listing or reusing it would fail.
+    missing = [k for k in _META if k not in rec]
+    if missing or not isinstance(rec.get("config"), dict):
+        warnings.warn(f"{path}: result record lacks field(s) {', '.join(missing) or 'config (not a mapping)'}; "
+                      "it is ignored and will be recomputed", stacklevel=3)
+        return None
     if key is not None and rec.get("key") != key:
         warnings.warn(f"{path}: holds key {rec.get('key')!r}, not {key!r}; it will be recomputed", stacklevel=3)
         return None

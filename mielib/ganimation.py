@@ -626,8 +626,13 @@ class Trainer:
         self.rows: list[dict] = []
         self.window: dict[str, list[float]] = {}
         self._epoch_order: tuple[int, torch.Tensor] | None = None
+        self.checkpoint_path, self.resumed_from = None, 0
+        self.attach(checkpoint_dir, resume)
+
+    def attach(self, checkpoint_dir, resume: bool = True) -> None:
+        """Checkpoint into `checkpoint_dir` (None: no checkpoints), resuming from this
+        configuration's checkpoint there when `resume` and one exists."""
         self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_PATTERN.format(key=self.key) if checkpoint_dir else None
-        self.resumed_from = 0
         if self.checkpoint_path is not None and resume:
             if self.checkpoint_path.exists():
                 self._restore(_read_checkpoint(self.checkpoint_path))
@@ -637,7 +642,7 @@ class Trainer:
                 if others:
                     warnings.warn(f"{checkpoint_dir}: checkpoints {others} belong to other configurations "
                                   f"(sizes, weights, seed or data differ); starting a fresh run {self.checkpoint_path.name}",
-                                  stacklevel=2)
+                                  stacklevel=3)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -869,7 +874,12 @@ def _read_training_set(path: Path, aus_csv: Path | None, size: int) -> tuple[np.
             if missing:
                 raise ValueError(f"{path}: missing array(s) {sorted(missing)}; expected 'images' (N x H x W x 3 uint8) "
                                  f"and 'aus' (N x 17 in [0, 1]); found {npz.files}")
-            return _check_images(npz["images"], str(path)), au.validate(npz["aus"], where=f"{path}: aus")
+            try:
+                images, aus = npz["images"], npz["aus"]
+            except ValueError as exc:  # object arrays: loading them would unpickle, which mielib never does
+                raise ValueError(f"{path}: cannot read its arrays ({exc}); save plain numeric arrays, 'images' as "
+                                 "uint8 and 'aus' as float, with np.savez") from None
+            return _check_images(images, str(path)), au.validate(aus, where=f"{path}: aus")
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: neither a folder of images nor an .npz file")
     csv = aus_csv or path / "aus.csv"
@@ -898,6 +908,29 @@ def _read_training_set(path: Path, aus_csv: Path | None, size: int) -> tuple[np.
     if not images:
         raise ValueError(f"{csv}: no rows")
     return np.stack(images), z
+
+
+def _check_out(out: Path, key: str) -> None:
+    """`gan train --out`, treated as `miex build --out` is: a new or empty folder, or a training
+    run of this same configuration (its checkpoint ganimation-<key>.pt and the history.csv
+    beside it). Anything else is refused, never written into or overwritten."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; choose a checkpoint folder")
+    if not out.exists():
+        return
+    # Hidden *.tmp files are what a killed atomic write leaves; they are not the user's.
+    names = sorted(p.name for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    own = CHECKPOINT_PATTERN.format(key=key)
+    if not names or (own in names and set(names) <= {own, "history.csv"}):
+        return
+    others = [n for n in names if n.startswith("ganimation-") and n.endswith(".pt") and n != own]
+    if others:
+        raise ValueError(f"--out {out} holds a GANimation training run of another configuration ({', '.join(others)}; "
+                         f"this one would be {own}: sizes, weights, seed or data differ). Use another folder, or "
+                         "delete that one to start over")
+    shown = ", ".join(names[:8]) + (f", ... ({len(names) - 8} more)" if len(names) > 8 else "")
+    raise ValueError(f"--out {out} is not empty and holds no training run of this configuration (found: {shown}); "
+                     "mielib will not write into it. Choose a new or empty folder")
 
 
 def cli(argv: list[str]) -> int:
@@ -931,9 +964,12 @@ def cli(argv: list[str]) -> int:
     try:
         if args.command == "train":
             images, z = _read_training_set(args.images, args.aus, args.size)
-            result = train(images, z, iterations=args.iterations, seed=args.seed, batch_size=args.batch_size,
-                           size=args.size, device=args.device, checkpoint_dir=args.out, progress=not args.quiet,
-                           log_every=args.log_every, lr=args.lr, au_warmup=args.au_warmup)
+            trainer = Trainer(images, z, iterations=args.iterations, seed=args.seed, batch_size=args.batch_size,
+                              size=args.size, device=args.device, checkpoint_dir=None, progress=not args.quiet,
+                              log_every=args.log_every, lr=args.lr, au_warmup=args.au_warmup)
+            _check_out(args.out, trainer.key)  # before anything is written there
+            trainer.attach(args.out)
+            result = trainer.run()
             store.write_text(args.out / "history.csv", result.history.to_csv(index=False))
             print(f"trained to iteration {result.iteration} (resumed from {result.resumed_from}); "
                   f"checkpoint {result.checkpoint}; history {args.out / 'history.csv'}")

@@ -559,6 +559,8 @@ def _check_folder(out: Path, cfg: dict) -> dict | None:
     if not out.exists() or not any(out.iterdir()):
         return None
     info = _read_build(out)
+    if info is not None and info.get("status") != "complete" and _failed_start(out):
+        return None  # a start that failed before rendering anything: nothing in it depends on its config
     if info is None:
         raise ValueError(f"{out} is not empty and holds no build.json, so it is not a MiE-X build; mielib will not "
                          "write into it. Choose a new or empty folder")
@@ -569,6 +571,13 @@ def _check_folder(out: Path, cfg: dict) -> dict | None:
         raise ValueError(f"{out} holds a MiE-X build with another configuration ({parts}). Use another output "
                          "folder, or delete this one to rebuild")
     return info
+
+
+def _failed_start(out: Path) -> bool:
+    """Whether `out` holds only what a build writes before its first frame (build.json, an empty
+    journal, empty folders): a failed start, which any build may reuse."""
+    written = [p for p in out.rglob("*") if p.is_file() and p.name not in ("build.json", "journal.txt")]
+    return not written and not _journal(out)
 
 
 def _journal(out: Path) -> set[int]:
@@ -601,8 +610,9 @@ def build(out_dir: str | os.PathLike, *, workers: int | None = None, progress: b
     gan_checkpoint, pool, frontal, size, seed, alpha, beta, rule, mu, nu, table, mie_dataset,
     mae_dataset, perturb, video, video_frames, data_source, data_root, data_seed). `workers`
     processes render whole identities (face generator; the dataset is the same for any number).
-    A folder holding another build, or anything but a MiE-X build, is an error, never
-    overwritten. Returns the loaded dataset (`load`).
+    Every input (checkpoint, pool, datasets) is checked before anything is written. A folder
+    holding another build, or anything but a MiE-X build, is an error, never overwritten; one
+    holding only a failed start (build.json and no frame) is reused. Returns the loaded dataset (`load`).
     """
     t0 = time.perf_counter()
     out = Path(out_dir).expanduser()
@@ -615,8 +625,11 @@ def build(out_dir: str | os.PathLike, *, workers: int | None = None, progress: b
         if verbose:
             print(f"{out}: already built ({info['summary']['samples']} samples); nothing to do")
         return load(out)
+    # Every input is checked before anything is written to `out`: the plan reads the pool and the
+    # AU source datasets, and a GANimation checkpoint is loaded now, so a wrong path fails here.
     p = plan(**cfg)
     tasks = _tasks(p)
+    gan_renderer = _GanRenderer(cfg) if cfg["generator"] == "ganimation" else None
     out.mkdir(parents=True, exist_ok=True)
     started = info.get("started") if info else _now()
     meta = {"format": FORMAT, "status": "building", "config": _comparable(cfg), "started": started,
@@ -631,8 +644,8 @@ def build(out_dir: str | os.PathLike, *, workers: int | None = None, progress: b
     written = 0
     bar = _bar(len(tasks), reused, progress)
     with open(out / "journal.txt", "a") as journal:
-        if cfg["generator"] == "ganimation":
-            renderer = _GanRenderer(cfg)
+        if gan_renderer is not None:
+            renderer = gan_renderer
             for task in todo:
                 written += _render_identity(renderer, out, task, True)
                 _record(journal, [task[0]])

@@ -417,3 +417,18 @@ def test_cross_validate_with_mielib_models_views_and_protocols(results_dir):
     assert sorted(sum((r["test"]["ids"] for r in recs), [])) == sorted(c.key for c in cs)
     tab = experiments.table(recs)
     assert tab.loc[tab.selection == "last", "repeats"].iloc[0] == 1
+
+
+def test_a_done_record_lacking_fields_is_unreadable_not_a_crash(results_dir, capsys):
+    us = units(2)
+    experiments.run(us, square, progress=False)
+    bare = {"format": experiments.FORMAT, "status": "done", "value": 1}  # parses, says done, lacks name, key, ...
+    us[0].path.write_text(json.dumps(bare))
+    with pytest.warns(UserWarning, match=r"lacks field\(s\) name, key, fold"):
+        assert mielib_main(["results", "ls"]) == 0
+    out = capsys.readouterr().out
+    assert "1 cached record(s)" in out and us[1].key in out and us[0].key not in out
+    CALLS.clear()
+    with pytest.warns(UserWarning, match="will be recomputed"):
+        recs = experiments.run(us, square, progress=False)
+    assert CALLS == [(0, 0)] and recs[0]["key"] == us[0].key  # recomputed, the other reused

@@ -355,3 +355,33 @@ def test_cli_train_edit_and_errors(faces, tmp_path, capsys):
     assert "unknown AU" in capsys.readouterr().err
     assert gn.cli(["train", "--images", str(tmp_path / "nowhere"), "--out", str(out), "--iterations", "1"]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_cli_train_out_is_new_empty_or_the_same_run(faces, tmp_path, capsys):
+    images, aus = faces
+    np.savez(tmp_path / "faces.npz", images=images, aus=aus)
+    args = ["train", "--images", str(tmp_path / "faces.npz"), "--iterations", "1", "--size", "32",
+            "--batch-size", "2", "--quiet", "--device", "cpu"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "history.csv").write_text("my own results\n")
+    (mine / "notes.txt").write_text("unrelated\n")
+    assert gn.cli(args + ["--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "is not empty and holds no training run of this configuration (found: history.csv, notes.txt)" in err
+    assert (mine / "history.csv").read_text() == "my own results\n" and not list(mine.glob("ganimation-*"))
+
+    out = tmp_path / "run"
+    assert gn.cli(args + ["--out", str(out)]) == 0
+    assert gn.cli(args + ["--out", str(out)]) == 0  # the same configuration: resumed (already finished)
+    capsys.readouterr()
+    assert gn.cli(args + ["--seed", "1", "--out", str(out)]) == 2
+    assert "holds a GANimation training run of another configuration (ganimation-" in capsys.readouterr().err
+
+
+def test_cli_train_names_an_npz_of_object_arrays(tmp_path, capsys):
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, images=np.array([object()], dtype=object), aus=np.zeros((1, 17)))
+    assert gn.cli(["train", "--images", str(evil), "--out", str(tmp_path / "o"), "--iterations", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {evil}: cannot read its arrays (Object arrays cannot be loaded")

@@ -309,3 +309,22 @@ def test_real_identity_pool_photos_are_warped_by_their_landmarks(tmp_path):
     assert d.info["data_source"] == "real"
     onset, apex = d[0].frames[0], d[0].frames[1]
     assert onset.shape == (32, 32, 3) and not np.array_equal(onset, apex)
+
+
+def test_inputs_are_checked_before_writing_and_a_failed_start_is_reusable(tmp_path, capsys):
+    out = tmp_path / "D"
+    args = ["build", "--out", str(out), "--ids", "1", "--size", "32", "--sources", "exp", "--workers", "1", "--quiet"]
+    assert miex.cli(args + ["--generator", "ganimation", "--gan-checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert not out.exists()  # nothing written for a build that cannot start
+    # A folder left by a failed start of an older version (build.json "building", no frame) ...
+    out.mkdir()
+    (out / "frames").mkdir()
+    (out / "journal.txt").write_text("")
+    (out / "build.json").write_text(json.dumps({"format": miex.FORMAT, "status": "building",
+                                                "config": {"generator": "ganimation", "gan_checkpoint": "/missing.pt"}}))
+    assert miex.cli(args) == 0  # ... is reused by the corrected command
+    assert json.loads((out / "build.json").read_text())["status"] == "complete"
+    # A finished build of another configuration is still protected.
+    assert miex.cli(args[:3] + ["--ids", "2"] + args[5:]) == 2
+    assert "another configuration" in capsys.readouterr().err
