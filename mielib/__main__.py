@@ -11,7 +11,7 @@ import os
 import sys
 
 COMMANDS = {
-    "render": ("face", "render one face from an identity and AU intensities to a PNG"),
+    "render": ("face", "render one face from an identity and AU intensities to an image file"),
     "data": ("datasets", "inspect a real dataset folder or a simulated stand-in"),
     "lab": ("lab", "generate or inspect the simulated lab"),
     "miex": ("miex", "build the MiE-X synthetic dataset"),

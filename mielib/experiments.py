@@ -829,9 +829,15 @@ def cli(argv: list[str]) -> int:
                     "repeat, under the results folder; MIELIB_RESULTS overrides where that is).")
     sub = parser.add_subparsers(dest="action", required=True)
     ls = sub.add_parser("ls", help="list cached records: name, key, fold, repeat, preset, data source, commit, "
-                                   "last-epoch UF1 of the fold (%%)")
+                                   "last-epoch UF1 of the fold (%%)",
+                        description="List the cached result records (all experiments, or one): name, key, fold, "
+                                    "repeat, preset, data source, commit and the fold's last-epoch UF1 (%%). "
+                                    "Unreadable or incomplete records are warned about and left out; they are "
+                                    "recomputed on the next run.")
     ls.add_argument("name", nargs="?", help="only this experiment")
-    rm = sub.add_parser("rm", help="delete cached records so they are recomputed on the next run")
+    rm = sub.add_parser("rm", help="delete cached records so they are recomputed on the next run",
+                        description="Delete cached records of one experiment (by key, or all of them) so that the "
+                                    "next run recomputes them; `_pretrained` removes cached pre-trained weights.")
     rm.add_argument("name", help="the experiment (as listed by `ls`); `_pretrained` for cached pre-trained weights")
     what = rm.add_mutually_exclusive_group(required=True)
     what.add_argument("--key", action="append", metavar="K", help="a record's key (or a unique prefix); repeatable")

@@ -970,11 +970,16 @@ def _parse_au(text: str) -> tuple[int, float]:
     return k, v
 
 
+#: `render --out` suffixes and the format each writes (JPEG is lossy: fine for a look, not for data).
+_IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+                  ".webp": "WEBP"}
+
+
 def cli(argv: list[str]) -> int:
     """`python -m mielib render`: write one face with chosen AU intensities to a PNG."""
     ap = argparse.ArgumentParser(
         prog="python -m mielib render",
-        description="Render a face from mielib's AU-controlled face model to a PNG. "
+        description="Render a face from mielib's AU-controlled face model to an image file. "
                     "AU intensities are on the 0..1 scale (OpenFace's 0..5 divided by 5).")
     ap.add_argument("--identity", type=int, default=0, help="procedural identity index (default 0)")
     ap.add_argument("--pool", default="emotionet", choices=POOLS, help="identity pool (default emotionet)")
@@ -983,13 +988,22 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--au", action="append", default=[], metavar="AU=VALUE",
                     help="an AU intensity, e.g. --au AU12=0.3 (repeatable); AUs: " + " ".join(au.LABELS))
     ap.add_argument("--size", type=int, default=DEFAULT_SIZE, help="output side in pixels (default 128)")
-    ap.add_argument("--out", default="face.png", help="output PNG path (default face.png)")
+    ap.add_argument("--out", default="face.png",
+                    help="output image; its suffix names the format: .png (default face.png), .jpg, .bmp, .tif, .webp")
     args = ap.parse_args(argv)
     try:
         z = np.zeros(au.N_AUS)
+        given: dict[int, str] = {}
         for text in args.au:
             k, v = _parse_au(text)
+            if k in given:  # the last would silently win: the user meant one value
+                raise ValueError(f"--au {text}: {au.LABELS[k]} is already set by --au {given[k]}; give each AU once")
+            given[k] = text
             z[k] = v
+        fmt = _IMAGE_FORMATS.get(Path(args.out).suffix.lower())
+        if fmt is None:
+            raise ValueError(f"--out {args.out}: write a .png, .jpg/.jpeg, .bmp, .tif/.tiff or .webp file "
+                             "(the suffix names the format)")
         z = au.validate(z, where="--au values")
         if args.photo:
             if args.photo.strip().lower() == "astronaut" and not args.landmarks:
@@ -1012,7 +1026,7 @@ def cli(argv: list[str]) -> int:
     try:
         if out.parent and not out.parent.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(out, format="PNG")
+        Image.fromarray(img).save(out, format=fmt)
     except OSError as exc:
         print(f"error: cannot write {out}: {exc}", file=sys.stderr)
         return 2

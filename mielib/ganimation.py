@@ -936,7 +936,11 @@ def _check_out(out: Path, key: str) -> None:
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m mielib gan", description="Train or apply GANimation.")
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train GANimation on faces with AU labels (resumes from --out)")
+    t = sub.add_parser("train", help="train GANimation on faces with AU labels (resumes from --out)",
+                       description="Train GANimation (Pumarola et al. 2018, the MiE-X generator G) on face images "
+                                   "with AU intensity labels. --out is a new or empty folder, or this same "
+                                   "configuration's run, which training resumes from; it receives the checkpoint "
+                                   "and history.csv.")
     t.add_argument("--images", required=True, type=Path,
                    help="an .npz with 'images' (N x H x W x 3 uint8) and 'aus' (N x 17, 0..1), or a folder of images")
     t.add_argument("--aus", type=Path, help="for a folder: CSV with 'file' and AU01..AU45 (0..1) or AU01_r.. (0..5); "
@@ -945,7 +949,8 @@ def cli(argv: list[str]) -> int:
     t.add_argument("--iterations", required=True, type=int, help="critic steps (the generator steps every 5th)")
     t.add_argument("--size", type=int, default=128, help="image size in px (paper: 128)")
     t.add_argument("--batch-size", type=int, default=25, help="paper: 25")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of weights, batches and target AUs (default 0); part of the configuration")
     t.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper: 1e-4)")
     t.add_argument("--au-warmup", type=int, default=0,
                    help="first iterations in which the critic only learns to read AUs (not in the paper; "
@@ -953,12 +958,14 @@ def cli(argv: list[str]) -> int:
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     t.add_argument("--log-every", type=int, default=10, help="iterations per history row")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    e = sub.add_parser("edit", help="apply a trained generator to one image")
+    e = sub.add_parser("edit", help="apply a trained generator to one image",
+                       description="Apply a trained GANimation generator to one face image, moving it to the "
+                                   "given AU intensities (AUs not named are 0), and write the result as a PNG.")
     e.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file or folder")
     e.add_argument("--image", required=True, type=Path, help="input face image")
     e.add_argument("--au", action="append", default=[], metavar="AU12=0.3", help="target AU intensity 0..1 (repeat)")
     e.add_argument("--out", required=True, type=Path, help="output PNG")
-    e.add_argument("--device", default="auto")
+    e.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = parser.parse_args(argv)
 
     try:

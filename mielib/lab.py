@@ -1448,19 +1448,41 @@ def update_card(path: str | Path, seed: int = 0) -> None:
     store.write_text(path, head + CARD_BEGIN + "\n" + card_markdown(seed) + CARD_END + tail)
 
 
+def _card_text(table: pd.DataFrame, width: int | None = None) -> str:
+    """The card for a terminal: one block per stand-in, one wrapped `field: value` line per
+    column (as one table its rows are about 350 characters wide)."""
+    import shutil
+    import textwrap
+
+    width = width or min(shutil.get_terminal_size((100, 24)).columns, 120)
+    blocks = []
+    for _, row in table.iterrows():
+        head, *rest = table.columns
+        lines = [str(row[head])]
+        for col in rest:
+            lines += textwrap.wrap(f"{col}: {row[col]}", width, initial_indent="  ", subsequent_indent="      ")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def cli(argv: list[str]) -> int:
     """`python -m mielib lab build|card ...`."""
     parser = argparse.ArgumentParser(prog="python -m mielib lab",
                                      description="Generate or inspect the simulated lab (the 'sim' data source).")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="generate every stand-in (annotations, AU trajectories, readouts) "
-                                     "into the data cache")
+                                     "into the data cache",
+                       description="Generate every stand-in of the simulated lab (annotations, AU trajectories, "
+                                   "OpenFace-like readouts) into the data cache, so notebooks start without waiting; "
+                                   "optionally render every frame and the identity pools too.")
     b.add_argument("--seed", type=int, default=0, help="lab seed (default 0)")
     b.add_argument("--frames", action="store_true", help="also render every frame into the cache")
     b.add_argument("--size", type=int, default=128, help="frame size in pixels for --frames (default 128)")
     b.add_argument("--pools", action="store_true", help="also render the identity pools' images (slow)")
     b.add_argument("--workers", type=int, default=None, help="rendering processes (default: all CPUs)")
-    c = sub.add_parser("card", help="print the stand-ins' numbers (the data card's tables)")
+    c = sub.add_parser("card", help="print the stand-ins' numbers (the data card's tables)",
+                       description="Print each stand-in's numbers (clips, subjects, classes, frame rates, "
+                                   "durations: the data card's tables), or rewrite the card's generated section.")
     c.add_argument("--seed", type=int, default=0, help="lab seed (default 0)")
     c.add_argument("--update", metavar="FILE", help="rewrite the generated section of FILE (data/README.md)")
     c.add_argument("--reference", action="store_true", help="also compute the reference result")
@@ -1478,9 +1500,7 @@ def cli(argv: list[str]) -> int:
             update_card(args.update, args.seed)
             print(f"updated {args.update}")
         else:
-            with pd.option_context("display.max_columns", None, "display.width", 200,
-                                   "display.max_colwidth", 80):
-                print(card(args.seed).to_string(index=False))
+            print(_card_text(card(args.seed)))
             if args.reference:
                 print(json.dumps(reference_result(args.seed), indent=1))
     except (ValueError, OSError) as exc:

@@ -893,7 +893,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--pool", default="emotionet", choices=POOLS, help="identity pool (supp. Table 1: celeba)")
     b.add_argument("--frontal", action="store_true", help="frontal faces only (Table 3)")
     b.add_argument("--size", type=int, default=DEFAULTS["size"], help="frame side in pixels (paper: 128)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of identities, AU draws and rendering (default 0)")
     b.add_argument("--alpha", type=float, default=DEFAULTS["alpha"], help="z_MaE apex window start (paper: 0.3)")
     b.add_argument("--beta", type=float, default=DEFAULTS["beta"], help="z_MaE apex window end (paper: 0.5)")
     b.add_argument("--apex-rule", default="paper", choices=("paper", "authors"),

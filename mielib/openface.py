@@ -76,7 +76,17 @@ def read(path: str | Path) -> Readout:
         df = pd.read_csv(path, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a readable OpenFace CSV ({exc})") from None
-    df.columns = [str(c).strip() for c in df.columns]
+    # pandas renames a repeated header (`AU12_r`, `AU12_r.1`) and reading by name would then take
+    # one of them silently: compare the header as written.
+    header = _header(path)
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise ValueError(f"{path}: column(s) {', '.join(repeated)} appear more than once in the header; "
+                         "a CSV edited or joined by hand? Re-export it from OpenFace")
+    df.columns = header if len(header) == len(df.columns) else [str(c).strip() for c in df.columns]
+    if len(df) == 0:
+        raise ValueError(f"{path}: a header and no rows; OpenFace found no face or was stopped before writing. "
+                         "Re-run it on this clip or image")
     missing = [c for c in au.OPENFACE_COLUMNS if c not in df.columns]
     if missing:
         found = [c for c in df.columns if c.startswith("AU")]
@@ -160,6 +170,15 @@ def locate(target: str | Path, root: str | Path | None = None) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def _header(path: Path) -> list[str]:
+    """The CSV's header names as written, stripped (older OpenFace builds write `", "`)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        first = next(csv.reader(fh), [])
+    return [c.strip() for c in first]
 
 
 def _numeric(df: pd.DataFrame, columns: Sequence[str], path: Path) -> np.ndarray:

@@ -404,3 +404,15 @@ def test_cli_writes_png_and_rejects_bad_input(tmp_path, capsys):
     assert face.cli(["--photo", str(tmp_path / "nope.png"), "--landmarks", str(tmp_path / "nope.csv")]) == 2
     assert "error:" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_rejects_a_repeated_au_and_writes_the_format_its_suffix_names(tmp_path, capsys):
+    assert face.cli(["--au", "AU12=0.3", "--au", "AU12=0.5", "--size", "32", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--au AU12=0.5: AU12 is already set by --au AU12=0.3" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+    for name, fmt in (("x.jpg", "JPEG"), ("x.JPEG", "JPEG"), ("x.png", "PNG"), ("x.bmp", "BMP")):
+        assert face.cli(["--au", "AU12=0.3", "--size", "32", "--out", str(tmp_path / name)]) == 0
+        with Image.open(tmp_path / name) as im:
+            assert im.format == fmt
+    assert face.cli(["--size", "32", "--out", str(tmp_path / "x.gifx")]) == 2
+    assert "the suffix names the format" in capsys.readouterr().err and not (tmp_path / "x.gifx").exists()

@@ -120,3 +120,17 @@ def test_locate_follows_the_documented_rule(tmp_path):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         openface.read(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("spaced", [True, False])
+def test_duplicated_column_and_header_only_csv_are_errors_naming_the_file(tmp_path, spaced):
+    path = openface_csv(tmp_path / "clip.csv", np.ones((3, 17)), spaced=spaced)
+    lines = path.read_text().splitlines()
+    sep = ", " if spaced else ","
+    # A second AU12_r column (e.g. two exports joined): pandas would call it AU12_r.1 and read the first.
+    path.write_text("\n".join(line + sep + ("AU12_r" if i == 0 else "4.5") for i, line in enumerate(lines)) + "\n")
+    with pytest.raises(ValueError, match=r"clip\.csv: column\(s\) AU12_r appear more than once"):
+        openface.read(path)
+    path.write_text(lines[0] + "\n")
+    with pytest.raises(ValueError, match=r"clip\.csv: a header and no rows"):
+        openface.read(path)
