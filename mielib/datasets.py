@@ -3,7 +3,9 @@
 `load(name, data_source, data_root)` is how every notebook gets clips: the simulated lab by
 default, or a real dataset folder in the layout documented by each `load_<name>` (notebook 00
 lists both). Loaders return a `clip.ClipSet`; anything they cannot use is a `Skipped` with a
-reason naming the file, and structural problems (no root, no sheet, no column) raise.
+reason naming the file, and structural problems (no root, no sheet, no column) raise. Known
+annotation errata (an index outside the clip or out of order) are repaired, not skipped: see
+`_repair`, meta["repairs"] and the README's "Real data".
 """
 
 from __future__ import annotations
