@@ -80,7 +80,7 @@ def _stamp(recs: list[dict], field_: str) -> str:
 
 
 def compare(a, b, *, metric: str = "uf1", selection: str = "last", classes: str = "true", test: str = "ttest",
-            n_train: int | None = None, n_resamples: int = 9999, seed=0) -> Comparison:
+            n_train: int | None = None, n_resamples: int = 9999, seed=0, pooling: str = "pooled") -> Comparison:
     """Compare records `a` with records `b` (experiments.cross_validate / load) on `metric`.
 
     Records are paired by (repeat, fold) and must test the same samples. test="ttest": the
@@ -88,6 +88,8 @@ def compare(a, b, *, metric: str = "uf1", selection: str = "last", classes: str 
     n_train the records' stored `n_train` (the smaller of the two models', the more
     conservative correction; pass `n_train` when records lack it). test="predictions": the
     paired permutation test on all repeats' pooled predictions (for too few repeats).
+    `pooling` sets how the reported means are formed, as the notebook's table forms them:
+    "pooled" (folds' predictions concatenated per repeat) or "fold_mean" (mean of the folds' scores).
     """
     if metric not in ("uf1", "uar", "accuracy"):
         raise ValueError(f"unknown metric {metric!r}; use 'uf1', 'uar' or 'accuracy'")
@@ -122,8 +124,8 @@ def compare(a, b, *, metric: str = "uf1", selection: str = "last", classes: str 
         for lst, v in zip(pooled, (ya, pred_a, pred_b)):
             lst.append(v)
     recs_a, recs_b = [pa[k] for k in keys], [pb[k] for k in keys]
-    per_repeat = [experiments.scores(r, by=(), selections=(selection,), classes=classes).set_index("repeat")[metric]
-                  for r in (recs_a, recs_b)]
+    per_repeat = [experiments.scores(r, by=(), selections=(selection,), classes=classes, pooling=pooling)
+                  .set_index("repeat")[metric] for r in (recs_a, recs_b)]
     if test == "ttest":
         result = (stats.corrected_ttest(scores_a, scores_b, n_train=n_tr, n_test=n_te)
                   if len(keys) >= MIN_PAIRS else None)

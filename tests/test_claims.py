@@ -194,3 +194,13 @@ def test_write_is_atomic(figures_dir, monkeypatch):
         claims.write(rows, stamp=stamp("05_table2_sota"))
     assert (figures_dir / "claims.csv").read_bytes() == before
     assert not list(figures_dir.glob(".*.tmp"))
+
+
+def test_compare_reports_the_mean_the_table_uses():
+    for pooling in ("pooled", "fold_mean"):
+        c = claims.compare(STRONG, WEAK, metric="accuracy", pooling=pooling)
+        want = [experiments.scores(g, by=(), selections=("last",), pooling=pooling)["accuracy"].mean()
+                for g in (STRONG, WEAK)]
+        assert (c.mean_a, c.mean_b) == pytest.approx(want)
+    with pytest.raises(ValueError, match="unknown pooling"):
+        claims.compare(STRONG, WEAK, pooling="median")
