@@ -1307,42 +1307,45 @@ def pixel_signal(seed: int = 0, sizes: Sequence[int] = (32, 64, 128), n: int = 6
     and without sensor noise (JPEG included). `noise sd` is the capture's sd at that size
     (`Capture.noise_at`: scaled by size / native). `identity` compares two subjects' onsets.
     """
+    from . import face
+
     seed = _check_seed(seed)
     base = load("composite", seed=seed, size=128)
     pick = np.unique(np.linspace(0, len(base) - 1, min(n, len(base))).round().astype(int))
     luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    rows = []
-    for variant in variants:
-        for size in sizes:
-            size = _check_size(size)
-            parts = {"expression": [], "motion": [], "noise": [], "identity": []}
-            sds = []
-            onsets = []
-            for k in pick:
-                from . import face
-
-                c = base.clips[int(k)]
-                r0 = c.frames.render  # the clip's _ClipRenderer: its spec, index, row and AUs
-                r = _ClipRenderer(r0.seed, r0.spec, r0.index, r0.row, r0.z, size, variant)
-                cap, m = r.spec.capture, r.motion()
-                res = min(size, cap.native)
-                img = {t: face.render(_face(r.row["identity"], "lab"), r.z[t], size=res) for t in (c.onset, c.apex)}
+    parts = {(v, int(s)): {"expression": [], "motion": [], "noise": [], "noise sd": [], "onsets": []}
+             for v in variants for s in sizes}
+    for size in sizes:
+        size = _check_size(size)
+        for k in pick:
+            c = base.clips[int(k)]
+            r0 = c.frames.render  # the clip's _ClipRenderer: its spec, index, row and AUs
+            cap = r0.spec.capture
+            res = min(size, cap.native)
+            # the faces are rendered once per size; only the capture differs between variants
+            img = {t: face.render(_face(r0.row["identity"], "lab"), r0.z[t], size=res) for t in (c.onset, c.apex)}
+            for variant in variants:
+                m = _ClipRenderer(r0.seed, r0.spec, r0.index, r0.row, r0.z, size, variant).motion()
 
                 def stored(t_img, t_motion, noise):
                     dx, dy, ang = m[t_motion]
-                    data = _capture(img[t_img], size, dx=dx, dy=dy, angle=ang, cast=np.asarray(cap.cast) * r.row["light"],
-                                    blur=cap.blur, gray=False, noise=noise, jpeg=cap.jpeg, key=[seed, 7, int(k)])
+                    data = _capture(img[t_img], size, dx=dx, dy=dy, angle=ang, cast=np.asarray(cap.cast) * r0.row["light"],
+                                    blur=cap.blur, gray=r0.row["gray"], noise=noise, jpeg=cap.jpeg, key=[seed, 7, int(k)])
                     return _decode(data).astype(np.float32) @ luma
 
+                p = parts[variant, size]
                 on = stored(c.onset, c.onset, 0.0)
-                parts["expression"].append(np.abs(stored(c.apex, c.onset, 0.0) - on).mean())
-                parts["motion"].append(np.abs(stored(c.onset, c.apex, 0.0) - on).mean())
-                parts["noise"].append(np.abs(stored(c.onset, c.onset, cap.noise_at(size)) - on).mean())
-                sds.append(cap.noise_at(size))
-                onsets.append(on)
-            parts["identity"] = [np.abs(a - b).mean() for a, b in zip(onsets[:-1], onsets[1:])]
-            rows.append({"variant": variant, "size": size, **{k: float(np.mean(v)) for k, v in parts.items()},
-                         "noise sd": float(np.mean(sds)), "clips": len(pick)})
+                p["expression"].append(np.abs(stored(c.apex, c.onset, 0.0) - on).mean())
+                p["motion"].append(np.abs(stored(c.onset, c.apex, 0.0) - on).mean())
+                p["noise"].append(np.abs(stored(c.onset, c.onset, cap.noise_at(size)) - on).mean())
+                p["noise sd"].append(cap.noise_at(size))
+                p["onsets"].append(on)
+    rows = []
+    for (variant, size), p in parts.items():
+        ons = p.pop("onsets")
+        p["identity"] = [np.abs(a - b).mean() for a, b in zip(ons[:-1], ons[1:])]
+        rows.append({"variant": variant, "size": size, **{k: float(np.mean(v)) for k, v in p.items()},
+                     "clips": len(pick)})
     df = pd.DataFrame(rows)
     df["expression / (noise + motion)"] = df["expression"] / (df["noise"] + df["motion"])
     return df
