@@ -19,6 +19,7 @@ pooled-score difference: the number the notebook's table shows.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,9 @@ class Comparison:
     folds: int
     preset: str
     data_source: str
+    #: What the test read, to recompute it (`verify`): per (repeat, fold) pair, the true labels,
+    #: both groups' predictions and the training-set size; and the test's settings.
+    evidence: Mapping | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def _by_pair(recs, group: str) -> dict[tuple[int, int], dict]:
@@ -134,9 +138,26 @@ def compare(a, b, *, metric: str = "uf1", selection: str = "last", classes: str 
                                               classes=classes, n_resamples=n_resamples, seed=seed)
     mean_a, mean_b = float(per_repeat[0].mean()), float(per_repeat[1].mean())
     all_recs = recs_a + recs_b
+    evidence = {"metric": metric, "classes": classes, "labels": len(labels), "test": test, "pooling": pooling,
+                "n_resamples": n_resamples, "seed": seed, "pairs": [list(k) for k in keys], "n_train": n_tr,
+                "y": [v.tolist() for v in pooled[0]], "a": [v.tolist() for v in pooled[1]],
+                "b": [v.tolist() for v in pooled[2]]}
     return Comparison(metric, selection, mean_a, mean_b, float((per_repeat[0] - per_repeat[1]).mean()), result,
                       len(keys), len({k[0] for k in keys}), len({k[1] for k in keys}),
-                      _stamp(all_recs, "preset"), _stamp(all_recs, "data_source"))
+                      _stamp(all_recs, "preset"), _stamp(all_recs, "data_source"), json_ready(evidence))
+
+
+def json_ready(obj):
+    """numpy scalars and arrays inside `obj` as plain Python numbers and lists (for JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
 
 
 @dataclass(frozen=True)
@@ -161,6 +182,7 @@ class Claim:
     p_holm: float = math.nan
     stars: str = ""
     verdict: str = ""
+    evidence: Mapping | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def claim(item: str, text: str, comparison: Comparison, *, paper: str, expect: str = "greater",
@@ -186,7 +208,8 @@ def claim(item: str, text: str, comparison: Comparison, *, paper: str, expect: s
         notes.append("pooled and tested differences disagree in sign")
     return Claim(item, text, paper, ours, 100 * c.difference, 100 * res.difference if res else math.nan,
                  res.test if res else f"{stats.TTEST} (not run)", res.p if res else math.nan, expect, c.n_pairs,
-                 interval, 100 * rope, c.preset, c.data_source, "; ".join(notes))
+                 interval, 100 * rope, c.preset, c.data_source, "; ".join(notes),
+                 evidence={**c.evidence, "expect": expect, "rope": rope} if c.evidence else None)
 
 
 def _verdict(c: Claim, p_holm: float) -> tuple[str, str]:
@@ -221,6 +244,37 @@ def family(rows: Sequence[Claim]) -> list[Claim]:
         note = "; ".join(n for n in (why, r.note) if n)
         out.append(dataclasses.replace(r, p_holm=float(ph), stars=stats.stars(float(ph)), verdict=verdict, note=note))
     return out
+
+
+def all_of(item: str, text: str, components: Sequence[Claim], *, paper: str) -> Claim:
+    """A claim that holds only if each of `components` does (e.g. "none of the three AU types
+    is dispensable" = each removal lowers UF1 and UAR), from rows that went through `family`.
+
+    Intersection-union test: the conjunction is reproduced when every component is, not
+    reproduced when any component is not, else not testable. Its p is the largest Holm-adjusted
+    p of the directional components (the IUT p-value; "no difference" components decide by
+    their interval, not by a p, and do not enter it). Not itself part of a Holm family.
+    """
+    components = list(components)
+    if not components:
+        raise ValueError(f"{text!r}: all_of needs component claims")
+    unfinished = [c.claim for c in components if c.verdict not in VERDICTS]
+    if unfinished:
+        raise ValueError(f"pass the components through claims.family first: {unfinished}")
+    verdicts = [c.verdict for c in components]
+    verdict = (VERDICTS[0] if all(v == VERDICTS[0] for v in verdicts)
+               else VERDICTS[1] if VERDICTS[1] in verdicts else VERDICTS[2])
+    directional = [c.p_holm for c in components if c.expect != "equal" and not math.isnan(c.p_holm)]
+    p = max(directional) if directional else math.nan
+    n_ok = verdicts.count(VERDICTS[0])
+    failing = [c.claim for c in components if c.verdict != VERDICTS[0]]
+    note = "" if not failing else "not reproduced or not testable: " + "; ".join(failing)
+    first = components[0]
+    return Claim(item, text, paper, f"{n_ok} of {len(components)} component claims reproduced", math.nan, math.nan,
+                 f"intersection-union test over {len(components)} claims (largest Holm p of the directional ones)",
+                 p, "all", sum(c.n_pairs for c in components), None, first.rope, first.preset, first.data_source,
+                 note, p_holm=p, stars=stats.stars(p), verdict=verdict,
+                 evidence={"all_of": [c.claim for c in components]})
 
 
 def _num(v: float, fmt: str) -> str:
@@ -265,5 +319,109 @@ def write(rows: Sequence[Claim], *, stamp: Mapping, folder: Path | None = None) 
     table = pd.concat([old[old["notebook"] != notebook], new], ignore_index=True)
     table = table.sort_values("notebook", kind="stable")
     store.write_text(folder / FILE, table.to_csv(index=False))
-    plots._record(folder, [FILE], dict(stamp))
+    outputs = [FILE]
+    evidence = _evidence_file(rows)
+    if evidence is not None:
+        path = folder / EVIDENCE / f"{notebook}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.write_text(path, json.dumps(evidence, separators=(",", ":"), sort_keys=True) + "\n")
+        outputs.append(f"{EVIDENCE}/{path.name}")
+    plots._record(folder, outputs, dict(stamp))
     return new.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evidence: what each row's test read, stored beside the ledger so anyone can recompute it
+
+#: figures/claims_evidence/<notebook>.json: per row, the paired predictions its test read.
+EVIDENCE = "claims_evidence"
+
+
+def _evidence_file(rows: Sequence[Claim]) -> dict | None:
+    """The rows' evidence, each group of predictions stored once (groups recur across claims)."""
+    if not any(r.evidence for r in rows):
+        return None
+    groups: dict[str, dict] = {}
+    out = []
+
+    def group(data: dict) -> str:
+        key = store.key(data)
+        groups.setdefault(key, data)
+        return key
+
+    for r in rows:
+        ev = dict(r.evidence or {})
+        row = {"item": r.item, "claim": r.claim, "paper": r.paper, "expect": r.expect}
+        if "all_of" in ev:
+            row["all_of"] = ev["all_of"]
+        elif ev:
+            shared = {k: ev[k] for k in ("pairs", "y", "n_train")}
+            row.update({k: v for k, v in ev.items() if k not in ("pairs", "y", "n_train", "a", "b")})
+            row["a"] = group({**shared, "pred": ev["a"]})
+            row["b"] = group({**shared, "pred": ev["b"]})
+        out.append(row)
+    return {"format": "mielib.claims_evidence/1", "rows": out, "groups": groups}
+
+
+def _comparison(row: Mapping, groups: Mapping) -> Comparison:
+    """Rebuild a row's Comparison from its stored evidence (what `compare` computed)."""
+    ga, gb = groups[row["a"]], groups[row["b"]]
+    if ga["pairs"] != gb["pairs"] or ga["y"] != gb["y"]:
+        raise ValueError(f"{row['claim']!r}: its two groups of evidence are not paired")
+    labels, metric, classes = range(int(row["labels"])), row["metric"], row["classes"]
+    ys = [np.asarray(v) for v in ga["y"]]
+    pa, pb = ([np.asarray(v) for v in g["pred"]] for g in (ga, gb))
+    sa = [metrics.scores(y, p, labels, classes)[metric] for y, p in zip(ys, pa)]
+    sb = [metrics.scores(y, p, labels, classes)[metric] for y, p in zip(ys, pb)]
+    if row["test"] == "ttest":
+        result = (stats.corrected_ttest(sa, sb, n_train=ga["n_train"], n_test=[len(y) for y in ys])
+                  if len(ys) >= MIN_PAIRS else None)
+    else:
+        result = stats.paired_prediction_test(np.concatenate(ys), np.concatenate(pa), np.concatenate(pb),
+                                              metric=metric, labels=labels, classes=classes,
+                                              n_resamples=row["n_resamples"], seed=row["seed"])
+    repeats = sorted({int(r) for r, _ in ga["pairs"]})
+    per = []
+    for rep in repeats:
+        idx = [i for i, (r, _) in enumerate(ga["pairs"]) if int(r) == rep]
+        if row["pooling"] == "pooled":
+            y = np.concatenate([ys[i] for i in idx])
+            per.append([metrics.scores(y, np.concatenate([p[i] for i in idx]), labels, classes)[metric]
+                        for p in (pa, pb)])
+        else:
+            per.append([float(np.mean([s[i] for i in idx])) for s in (sa, sb)])
+    per = np.asarray(per)
+    return Comparison(metric, "last", float(per[:, 0].mean()), float(per[:, 1].mean()),
+                      float((per[:, 0] - per[:, 1]).mean()), result, len(ys), len(repeats),
+                      len({int(f) for _, f in ga["pairs"]}), "", "")
+
+
+def verify(folder: Path | None = None) -> pd.DataFrame:
+    """Recompute every ledger row that has stored evidence (figures/claims_evidence/) with
+    `stats`, Holm within each notebook and the intersection-union rows, and set the result
+    beside figures/claims.csv: one row per claim with the ledger's and the recomputed p,
+    p_holm, difference and verdict (as the ledger prints them), and `match`."""
+    folder = Path(folder or runtime.folder("figures"))
+    ledger = read(folder)
+    out = []
+    for path in sorted((folder / EVIDENCE).glob("*.json")):
+        data = json.loads(path.read_text())
+        notebook = path.stem
+        tested = [r for r in data["rows"] if "all_of" not in r]
+        rows = family([claim(r["item"], r["claim"], _comparison(r, data["groups"]), paper=r["paper"],
+                             expect=r["expect"], rope=float(r["rope"])) for r in tested])
+        by_text = {r.claim: r for r in rows}
+        for r in data["rows"]:
+            if "all_of" in r:
+                by_text[r["claim"]] = all_of(r["item"], r["claim"], [by_text[c] for c in r["all_of"]],
+                                             paper=r["paper"])
+        mine = frame([by_text[r["claim"]] for r in data["rows"]], notebook)
+        theirs = ledger[ledger["notebook"] == notebook].set_index("claim")
+        for _, r in mine.iterrows():
+            row = {"notebook": notebook, "claim": r["claim"]}
+            for col in ("p", "p_holm", "difference", "verdict"):
+                row[col] = theirs.at[r["claim"], col] if r["claim"] in theirs.index else "(missing)"
+                row[f"{col} recomputed"] = r[col]
+            row["match"] = all(row[c] == row[f"{c} recomputed"] for c in ("p", "p_holm", "difference", "verdict"))
+            out.append(row)
+    return pd.DataFrame(out)

@@ -16,6 +16,7 @@ import matplotlib
 if matplotlib.get_backend().lower().startswith("qt"):  # headless machines: never need a display
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from mielib import runtime, store
@@ -97,3 +98,74 @@ def _record(folder: Path, outputs: list[str], stamp: dict) -> None:
                          "commit": runtime.commit(), "created": now} for o in outputs])
     rows = pd.concat([old[~old["output"].isin(outputs)], new], ignore_index=True)
     store.write_text(path, rows.sort_values("output").to_csv(index=False, columns=list(MANIFEST_COLUMNS)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The analyses' figures (notebooks 06-09), drawn with seaborn in the style above
+
+QUOTED_STYLE = {"marker": "D", "s": 28, "facecolors": "white", "edgecolors": "tab:orange", "linewidths": 1.2,
+                "zorder": 5}
+
+
+def _references(ax, references, metric: str, horizontal: bool = True) -> None:
+    """Dotted majority-class and dashed linear-reference lines (`references`: name -> scores)."""
+    styles = {"majority": ("0.5", ":", "most frequent class"), "linear": ("tab:green", "--", "logistic regression")}
+    for name, sc in (references or {}).items():
+        color, ls, label = styles.get(name, ("0.3", "-.", name))
+        ax.axhline(100 * sc[metric.lower()], color=color, ls=ls, lw=1, label=label, zorder=0)
+
+
+def bars(ax, data: pd.DataFrame, *, y: str, order, quoted=None, brackets=(), references=None, colors=None):
+    """Bars of the mean over repeats (± std), each repeat a point, the paper's quoted values as
+    open diamonds (labelled), and significance brackets `(group_a, group_b, stars)` above.
+
+    `data`: one row per (group, repeat) with a `group` column and the metric column `y` (%);
+    `quoted`: group -> value (%), drawn only where given.
+    """
+    import seaborn as sns
+
+    order = list(order)
+    palette = colors or dict(zip(order, sns.color_palette("Blues", len(order) + 2)[2:]))
+    sns.barplot(data=data, x="group", y=y, order=order, hue="group", hue_order=order, palette=palette,
+                errorbar="sd", capsize=0.25, err_kws={"linewidth": 1}, legend=False, ax=ax)
+    sns.stripplot(data=data, x="group", y=y, order=order, color="0.15", size=3, jitter=0.15, ax=ax,
+                  label="repeats")
+    if quoted:
+        xs = [order.index(g) for g in quoted if g in order]
+        ax.scatter(xs, [quoted[g] for g in quoted if g in order], label="paper (quoted)", **QUOTED_STYLE)
+    _references(ax, references, y)
+    top = data.groupby("group", observed=True)[y].max().reindex(order)
+    span = float(np.nanmax(top.to_numpy())) if len(top) else 1.0
+    step = 0.06 * max(span, 1.0)
+    levels: list[float] = []
+    for a, b, mark in brackets:
+        i, j = sorted((order.index(a), order.index(b)))
+        h = float(np.nanmax(top.iloc[i:j + 1].to_numpy())) + step
+        while any(abs(h - lv) < 0.9 * step for lv in levels):  # stack brackets that would overlap
+            h += step
+        levels.append(h)
+        ax.plot([i, i, j, j], [h - step / 3, h, h, h - step / 3], color="0.2", lw=0.8)
+        ax.text((i + j) / 2, h, mark, ha="center", va="bottom", fontsize=7)
+    ax.set_xlabel("")
+    ax.set_ylabel(f"{y} (%)")
+    ax.tick_params(axis="x", rotation=35)
+    for lab in ax.get_xticklabels():
+        lab.set_ha("right")
+    handles, labels = ax.get_legend_handles_labels()
+    seen = dict(zip(labels, handles))  # stripplot adds one "repeats" handle per group
+    return list(seen.values()), list(seen)
+
+
+def curve(ax, data: pd.DataFrame, *, x: str, y: str, quoted=None, references=None, label: str = "ours"):
+    """Mean over repeats with a ± std band against `x`, each repeat a point, and the paper's
+    quoted values (x -> %) as open diamonds. `data`: one row per (x value, repeat)."""
+    import seaborn as sns
+
+    sns.lineplot(data=data, x=x, y=y, errorbar="sd", marker="o", markersize=5, color="tab:blue", label=label, ax=ax)
+    sns.scatterplot(data=data, x=x, y=y, color="0.15", s=9, ax=ax, label="repeats", zorder=4)
+    if quoted:
+        ax.scatter(list(quoted), list(quoted.values()), label="paper (quoted)", **QUOTED_STYLE)
+    _references(ax, references, y)
+    ax.set_ylabel(f"{y} (%)")
+    ax.grid(axis="y", color="0.92")
+    return ax.get_legend_handles_labels()

@@ -40,6 +40,18 @@ _TABLE = {
     "table1_epochs_miex":   (1, 3, 30),             # notebook 04: epochs of (pre-)training on MiE-X; paper: 30
     "table1_miex_identities": (6, 150, 5000),       # notebook 04: MiE-X identities (x 9 samples each); paper: 5,000
     "table1_repeats":       (1, 2, 3),              # notebook 04: repeats of the 3-fold cross-validation; paper: 3
+    # Notebooks 06-09 (MiE-X Section 5.3 and supplement): Branches trained on MiE-X builds with
+    # table1_miex_identities, table1_epochs_miex and table1_epochs_real; sizes scaled from the
+    # paper's by the same factor (small: 150 / 5,000 = 0.03).
+    "analyses_repeats":     (1, 3, 3),              # repeats of the 3-fold cross-validation; paper: 3
+    "fig6a_samples":        (36, 900, 30000),       # Fig. 6a: samples (z_MaE + z_exp); paper: 30,000
+    "fig6a_identities":     (6, 150, 5000),         # Fig. 6a: identities; paper: 5,000
+    "fig6a_triplets":       ((6, 12, 18, 36), (120, 180, 300, 900), (4000, 6000, 10000, 30000)),  # Fig. 6a: distinct AU triplets
+    "fig6b_samples":        (36, 900, 30000),       # Fig. 6b: samples = AU triplets; paper: 30,000
+    "fig6b_identities":     ((3, 4, 5, 6), (21, 30, 51, 150), (700, 1000, 1700, 5000)),  # Fig. 6b: identities
+    "fig6c_triplets":       (9, 270, 9000),         # Fig. 6c: AU triplets (all three sources); paper: 9,000
+    "fig6c_identities":     (3, 30, 1000),          # Fig. 6c: identities; paper: 1,000
+    "fig6c_samples":        ((9, 18, 27, 36), (270, 540, 1080, 1620), (9000, 18000, 36000, 54000)),  # Fig. 6c: samples
 }
 
 PRESETS = ("smoke", "small", "paper")

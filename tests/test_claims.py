@@ -204,3 +204,50 @@ def test_compare_reports_the_mean_the_table_uses():
         assert (c.mean_a, c.mean_b) == pytest.approx(want)
     with pytest.raises(ValueError, match="unknown pooling"):
         claims.compare(STRONG, WEAK, pooling="median")
+
+
+def test_all_of_is_reproduced_only_when_every_component_is():
+    same = group("same", 0.2, 3)
+    fam = claims.family([claims.claim("T", "strong beats weak", claims.compare(STRONG, WEAK), paper="+"),
+                         claims.claim("T", "weak beats strong", claims.compare(WEAK, STRONG), paper="+"),
+                         claims.claim("T", "strong vs same", claims.compare(STRONG, same), paper="=", expect="equal")])
+    assert [c.verdict for c in fam[:2]] == [claims.VERDICTS[0], claims.VERDICTS[1]]
+    both = claims.all_of("T", "both", fam[:2], paper="x")
+    assert both.verdict == claims.VERDICTS[1] and "weak beats strong" in both.note
+    assert both.p == max(fam[0].p_holm, fam[1].p_holm) and both.ours == "1 of 2 component claims reproduced"
+    one = claims.all_of("T", "one", fam[:1], paper="x")
+    assert one.verdict == claims.VERDICTS[0] and one.p == fam[0].p_holm and one.stars == stats.stars(fam[0].p_holm)
+    # an equivalence component decides by its interval and does not enter the IUT p
+    mixed = claims.all_of("T", "mixed", [fam[0], fam[2]], paper="x")
+    assert mixed.p == fam[0].p_holm
+    assert mixed.verdict == (claims.VERDICTS[0] if fam[2].verdict == claims.VERDICTS[0] else fam[2].verdict
+                             if fam[2].verdict == claims.VERDICTS[1] else claims.VERDICTS[2])
+    with pytest.raises(ValueError, match="through claims.family first"):
+        claims.all_of("T", "raw", [claims.claim("T", "x", claims.compare(STRONG, WEAK), paper="+")], paper="x")
+
+
+def test_verify_recomputes_the_ledger_from_its_evidence(figures_dir):
+    mid = group("mid", 0.35, 4)
+    fam = claims.family([claims.claim("T", "strong beats weak", claims.compare(STRONG, WEAK), paper="+"),
+                         claims.claim("T", "strong beats mid, UAR", claims.compare(STRONG, mid, metric="uar"), paper="+"),
+                         claims.claim("T", "mid vs weak (fold mean)", claims.compare(mid, WEAK, pooling="fold_mean"),
+                                      paper="+", expect="less")])
+    rows = fam + [claims.all_of("T", "all", fam[:2], paper="x")]
+    claims.write(rows, stamp={"notebook": "nb", "preset": "small", "data_source": "sim", "seed": 0})
+    assert (figures_dir / "claims_evidence" / "nb.json").is_file()
+    check = claims.verify()
+    assert len(check) == 4 and check["match"].all(), check.to_string()
+    # a tampered p in the ledger is caught
+    path = figures_dir / "claims.csv"
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.loc[0, "p"] = "0.5"
+    df.to_csv(path, index=False)
+    check = claims.verify()
+    assert not check["match"].iloc[0] and check["match"].iloc[1:].all()
+    # so is tampered evidence: a changed prediction changes the recomputed p
+    import json
+    ev = json.loads((figures_dir / "claims_evidence" / "nb.json").read_text())
+    g = ev["rows"][1]["a"]
+    ev["groups"][g]["pred"][0] = [(p + 1) % 3 for p in ev["groups"][g]["pred"][0]]
+    (figures_dir / "claims_evidence" / "nb.json").write_text(json.dumps(ev))
+    assert not claims.verify()["match"].iloc[1]
