@@ -147,6 +147,34 @@ def process_pool(workers: int) -> cf.Executor:
                                   initializer=_init_worker, initargs=(threads,))
 
 
+def executor(kind: str = "local", *, workers: int = 2, folder: str | os.PathLike | None = None,
+             slurm: Mapping | None = None) -> cf.Executor:
+    """Where missing units run: pass it to `run` / `cross_validate` as `executor=`, reuse it for a
+    whole notebook, and `.shutdown()` it at the end.
+
+    - "local": `process_pool(workers)`, spawned processes on this machine.
+    - "submitit": one submitit job per unit, on Slurm when the machine has it, else as local
+      processes (at most `workers` at a time). `slurm` holds the options, e.g.
+      `{"partition": "gpu", "gpus_per_node": 1, "timeout_min": 240, "cpus_per_task": 8,
+      "mem_gb": 32}`; `"cluster": "local"` (or `"debug"`, in this process) forces where jobs run.
+      `cluster.option_names()` lists them all. Job logs go to `folder` (default
+      results/_submitit). Units are cached by key either way, so a cluster run and a laptop run
+      share the results folder and a resubmission skips the finished units.
+    """
+    if kind == "local":
+        if slurm:
+            warnings.warn(f"the local executor ignores the slurm options {dict(slurm)}; use kind 'submitit'",
+                          stacklevel=2)
+        return process_pool(int(workers))
+    if kind == "submitit":
+        from mielib import cluster
+
+        where = Path(folder) if folder is not None else runtime.folder("results") / "_submitit"
+        return cluster.executor(workers=workers, folder=where, options=slurm)
+    raise ValueError(f"unknown executor kind {kind!r}; use 'local' (processes on this machine) or 'submitit' "
+                     "(Slurm jobs, or submitit's local processes where there is no Slurm)")
+
+
 def run(units: Iterable[Unit], work: Callable[[Unit], dict], *, workers: int = 1,
         executor: cf.Executor | None = None, progress: bool = True) -> list[dict]:
     """Records of `units` in order: cached ones are read, missing ones computed by `work`.

@@ -13,7 +13,10 @@ to the end, so a notebook that fails leaves the outputs as they were.
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -31,11 +34,39 @@ STAGING = runtime.ROOT / "build" / "staging"
 #: Files that notebooks update row by row rather than replace: a staging folder starts from the
 #: target's copy, so the rows of other notebooks survive the move back (claims.FILE is claims.csv).
 LEDGERS = ("manifest.csv", "claims.csv")
+#: Parameters with an option (and an argument of `run`) of their own: -p may not set them.
+OWN_OPTIONS = {"preset": "--preset", "data_source": "--data-source", "data_root": "--data-root", "seed": "--seed",
+               "input": "--input"}
 
 
 def available() -> list[Path]:
     """The numbered notebooks, in order."""
     return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def parameters(path: Path) -> list[str]:
+    """The names a notebook's parameters cell assigns: what papermill can set in it."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = cell.get("source", "")
+            src = src if isinstance(src, str) else "".join(src)
+            try:
+                tree = ast.parse(src)
+            except SyntaxError:  # IPython syntax (a magic): fall back to the lines `name = ...`
+                return re.findall(r"^([A-Za-z_]\w*)\s*[:=]", src, flags=re.M)
+            targets = [t for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                       for t in (node.targets if isinstance(node, ast.Assign) else [node.target])]
+            return [t.id for t in targets if isinstance(t, ast.Name)]
+    return []
+
+
+def parse_value(text: str):
+    """A command-line parameter's value: JSON when it parses (2, true, null, {"a": 1}), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def figures_folder(data_source: str = "sim", preset: str = "small", input: str | None = None) -> Path:
@@ -53,14 +84,20 @@ def figures_folder(data_source: str = "sim", preset: str = "small", input: str |
 
 def run(path: Path, *, preset: str = "small", data_source: str = "sim", data_root: str | None = None,
         seed: int = 0, out_dir: Path | None = None, progress: bool = True, input: str | None = None,
-        figures: Path | None = None) -> Path:
+        figures: Path | None = None, params: dict | None = None) -> Path:
     """Execute one notebook with papermill and return the executed copy's path. `input`
-    ("frames" or "flow") overrides the preset's classifier input in the notebooks that train one.
+    ("frames" or "flow") overrides the preset's classifier input in the notebooks that train one;
+    `params` sets other names of its parameters cell (e.g. {"executor": "submitit"}).
 
     Outputs go to `figures` (default: `figures_folder(...)`), through a staging folder: if the notebook fails, the
     exception propagates and nothing in the figures folder has changed."""
     import papermill as pm
 
+    fixed = {"preset": preset, "data_source": data_source, "data_root": data_root, "seed": seed,
+             **({"input": input} if input is not None else {})}
+    clash = sorted(set(params or {}) & set(OWN_OPTIONS))
+    if clash:
+        raise ValueError(f"params may not set {', '.join(clash)}: pass them as their own arguments")
     out_dir = Path(out_dir or runtime.ROOT / "build" / "notebooks" / preset)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / path.name
@@ -75,8 +112,7 @@ def run(path: Path, *, preset: str = "small", data_source: str = "sim", data_roo
     try:
         pm.execute_notebook(
             str(path), str(out),
-            parameters={"preset": preset, "data_source": data_source, "data_root": data_root, "seed": seed,
-                        **({"input": input} if input is not None else {})},
+            parameters={**fixed, **(params or {})},
             cwd=str(path.parent), progress_bar=progress, kernel_name="python3",
         )
         _move_into_place(staging, target)
@@ -118,6 +154,22 @@ def check_data_root(data_root: str | None) -> Path:
     return root
 
 
+def _params(given: list[list[str]]) -> dict:
+    """-p NAME VALUE / --param NAME=VALUE arguments as {name: value}."""
+    out = {}
+    for tokens in given:
+        if len(tokens) == 1 and "=" in tokens[0]:
+            tokens = tokens[0].split("=", 1)
+        if len(tokens) != 2 or not tokens[0].isidentifier():
+            raise ValueError(f"-p {' '.join(tokens)}: give a parameter's name and value, as -p NAME VALUE or "
+                             "--param NAME=VALUE")
+        name, value = tokens
+        if name in OWN_OPTIONS:
+            raise ValueError(f"-p {name}: use {OWN_OPTIONS[name]}, the option for it")
+        out[name] = parse_value(value)
+    return out
+
+
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mielib notebooks",
@@ -136,7 +188,17 @@ def cli(argv: list[str]) -> int:
                              "'flow' (onset->apex optical flow); default: the preset's (small: flow, paper: frames)")
     parser.add_argument("--only", default=None,
                         help="comma-separated notebook numbers to run, e.g. 00,02 (default: all)")
+    parser.add_argument("-p", "--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="set another name of the notebooks' parameters cell, as papermill's -p NAME VALUE "
+                             "(or --param NAME=VALUE); repeatable. VALUE is read as JSON when it parses (2, true, "
+                             "{\"partition\": \"gpu\"}), else as text. Each notebook gets the names its "
+                             "parameters cell has, e.g. -p executor submitit -p slurm '{\"partition\": \"gpu\"}'")
     args = parser.parse_args(argv)
+    try:
+        params = _params(args.param)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     books = available()
     if args.only is not None:
         wanted = {w.strip().zfill(2) for w in args.only.split(",") if w.strip()}
@@ -156,14 +218,22 @@ def cli(argv: list[str]) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    declared = {path: parameters(path) for path in books} if params else {}
+    unused = [name for name in params if not any(name in names for names in declared.values())]
+    if unused:
+        have = "; ".join(f"{p.name[:2]}: {', '.join(names)}" for p, names in declared.items())
+        print(f"error: no notebook run here has a parameter named {', '.join(unused)} ({have})", file=sys.stderr)
+        return 2
     target = figures_folder(args.data_source, args.preset, args.input)
     for path in books:
         start = time.perf_counter()
-        print(f"== {path.name} (preset {args.preset}, data source {args.data_source})", flush=True)
+        extra = {k: v for k, v in params.items() if k in declared.get(path, ())}
+        shown = "".join(f", {k}={json.dumps(v)}" for k, v in extra.items())
+        print(f"== {path.name} (preset {args.preset}, data source {args.data_source}{shown})", flush=True)
         takes_input = args.input is not None and '"input = ' in path.read_text(encoding="utf-8")
         try:
             run(path, preset=args.preset, data_source=args.data_source, data_root=args.data_root, seed=args.seed,
-                input=args.input if takes_input else None, figures=target)
+                input=args.input if takes_input else None, figures=target, params=extra)
         except Exception as exc:  # papermill's execution error carries the failing cell's traceback
             print(f"error: {path.name} failed; its outputs in {target} are left as they were.\n{exc}", file=sys.stderr)
             return 1

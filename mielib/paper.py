@@ -259,7 +259,7 @@ def executor(workers: int) -> cf.Executor:
     start-up is paid once rather than once per row. Shut it down at the end (`.shutdown()`)."""
     from mielib import experiments
 
-    return experiments.process_pool(int(workers))
+    return experiments.executor("local", workers=int(workers))
 
 
 def run_table1_row(row: Row, model: str, *, composite: ClipSet, folds, sets: Mapping[str, ClipSet], size: int,

@@ -108,3 +108,29 @@ def test_an_empty_selection_is_refused(gallery, only, capsys):
     _, runs = gallery
     assert notebooks.cli(["--only", only]) == 2
     assert "names no notebook" in capsys.readouterr().err and runs["calls"] == []
+
+
+def test_extra_parameters_reach_the_notebooks_that_declare_them(gallery, capsys):
+    _, runs = gallery
+    # 05 declares `workers` and `imagenet_weights`, 04 neither: each notebook gets only its own names.
+    assert notebooks.cli(["--only", "04,05", "--preset", "smoke", "-p", "workers", "3",
+                          "--param", 'imagenet_weights={"path": "w.pt", "ok": true}']) == 0
+    p04, p05 = runs["calls"]
+    assert "workers" not in p04 and "imagenet_weights" not in p04
+    assert p05["workers"] == 3 and p05["imagenet_weights"] == {"path": "w.pt", "ok": True}  # JSON when it parses
+    assert p05["preset"] == "smoke"
+    assert "workers=3" in capsys.readouterr().out
+    assert notebooks.cli(["--only", "05", "--preset", "smoke", "-p", "imagenet_weights", "resnet18.pt"]) == 0
+    assert runs["calls"][-1]["imagenet_weights"] == "resnet18.pt"  # else text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "executor", "submitit"], "no notebook run here has a parameter named executor"),
+    (["-p", "seed", "1"], "use --seed"),
+    (["-p", "workers"], "give a parameter's name and value"),
+    (["-p", "workers", "2", "3"], "give a parameter's name and value"),
+])
+def test_extra_parameters_are_checked_before_anything_runs(gallery, args, message, capsys):
+    _, runs = gallery
+    assert notebooks.cli(["--only", "05", "--preset", "smoke", *args]) == 2
+    assert message in capsys.readouterr().err and runs["calls"] == []
