@@ -15,6 +15,12 @@ On disk (`out/`):
 - `journal.txt` while building: identities whose frames are all written. An interrupted build
   is continued by running the same build again.
 
+The frame store (`data/cache/miex/_frames/`): variants that differ in one knob (AU sources,
+mu/nu, samples ...) share many frames, the same identity at the same AU vector. Each frame of
+the face generator is stored once under a hash of what decides its bytes, and builds hard-link
+it, so a variant renders only the frames no earlier build rendered. Nothing ever removes store
+entries: delete the folder to reclaim the space (build folders keep their links).
+
 Fold exclusion (paper Section 5.1: "for each fold, MiE-X samples whose AUs (z_MiE) are computed
 from real MiE samples in the test subset will not be used in training"): MiE-X is built once and
 `exclude` removes, per fold, the samples whose provenance is a test clip or subject. That is
@@ -25,9 +31,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
+import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -451,6 +460,7 @@ class _FaceRenderer:
 
     def __init__(self, pool: str, size: int):
         self.pool, self.size = pool, size
+        self._photo = None  # (path, Face): a real identity's photo is read once for its key and its frames
 
     def face(self, spec):
         from . import face
@@ -458,7 +468,9 @@ class _FaceRenderer:
         index, path, landmarks = spec
         if path is None:
             return face.identity(int(index), pool=self.pool)
-        return face.photo(read_image(Path(path)), landmarks)
+        if self._photo is None or self._photo[0] != path:
+            self._photo = (path, face.photo(read_image(Path(path)), landmarks))
+        return self._photo[1]
 
     def render(self, spec, zs: np.ndarray) -> list[np.ndarray]:
         from . import face
@@ -469,38 +481,100 @@ class _FaceRenderer:
         return [face.render(f, z, size=self.size) for z in zs]
 
 
-def _render_identity(renderer, out: Path, task: tuple, check: bool) -> int:
-    """Render and write one identity's frames; frames already complete on disk are kept."""
+def frame_store() -> Path:
+    """The shared frame store: `data/cache/miex/_frames` (MIELIB_DATA moves it with the cache)."""
+    return runtime.folder("data") / "miex" / "_frames"
+
+
+@functools.lru_cache(maxsize=None)
+def _model_fingerprint() -> str:
+    """The code and libraries that decide a frame's bytes besides its face, size and AUs.
+
+    A store entry written by another face model (or another PNG encoder) is never reused:
+    a build must give the same bytes whatever earlier builds left in the store.
+    """
+    import zlib
+
+    import PIL
+    import scipy
+
+    from . import face, identity
+
+    code = b"".join(Path(m.__file__).read_bytes() for m in (face, identity, au))
+    versions = f"{np.__version__} {scipy.__version__} {PIL.__version__} {zlib.ZLIB_RUNTIME_VERSION} {COMPRESS_LEVEL}"
+    return hashlib.sha256(code + versions.encode()).hexdigest()[:16]
+
+
+def _store_path(shared: Path, face_key: str, size: int, z: bytes) -> Path:
+    """Where the frame of this face at this size and AU vector (float32 bytes) lives in the store.
+
+    face_key is the face model's own identity key: "pool:index" for the simulated pools, a
+    digest of the pixels and landmarks for a real photo, so a changed photo is a new face.
+    """
+    h = hashlib.sha256(f"face\0{_model_fingerprint()}\0{face_key}\0{size}\0".encode() + z).hexdigest()[:32]
+    return shared / h[:2] / f"{h}.png"
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Put the store's frame at `dst`: a hard link (no second copy on disk), else a copy (another
+    file system, or the link limit reached). Via a temporary name, so `dst` is always complete."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    tmp.unlink(missing_ok=True)  # rename onto a link of the same file leaves tmp in place
+
+
+def _render_identity(renderer, out: Path, task: tuple, check: bool, shared: Path | None = None) -> tuple[int, int]:
+    """Write one identity's frames; frames already complete on disk are kept.
+
+    With a frame store (`shared`), frames found there are linked and only the others rendered.
+    Returns (frames taken from the store, frames rendered now).
+    """
     _, spec, frames = task
-    todo = [(rel, z) for rel, z in frames if not (check and _complete(out / rel))]
+    todo = [(rel, np.asarray(z, np.float32).tobytes()) for rel, z in frames if not (check and _complete(out / rel))]
     if not todo:
-        return 0
+        return 0, 0
     # identical AU vectors (z_exp onsets are all zero) are rendered and encoded once
-    unique: dict[bytes, int] = {}
-    zs = []
-    for _, z in todo:
-        key = np.asarray(z, np.float32).tobytes()
-        if key not in unique:
-            unique[key] = len(zs)
-            zs.append(np.asarray(z, np.float32))
-    images = renderer.render(spec, np.stack(zs))
-    encoded = [_png(np.asarray(img, dtype=np.uint8)) for img in images]
+    unique = list(dict.fromkeys(z for _, z in todo))
+    entries, have = {}, set()
+    if shared is not None:
+        face_key = renderer.face(spec).key
+        entries = {z: _store_path(shared, face_key, renderer.size, z) for z in unique}
+        have = {z for z in unique if _complete(entries[z])}  # a torn entry is rendered again
+    missing = [z for z in unique if z not in have]
+    encoded = {}
+    if missing:  # one batch per identity, as without the store
+        images = renderer.render(spec, np.stack([np.frombuffer(z, np.float32) for z in missing]))
+        encoded = {z: _png(np.asarray(img, dtype=np.uint8)) for z, img in zip(missing, images)}
+        for z in missing:
+            if shared is not None:
+                entries[z].parent.mkdir(parents=True, exist_ok=True)
+                _write(entries[z], encoded[z])  # atomic: workers writing the same entry both leave it whole
     for rel, z in todo:
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write(path, encoded[unique[np.asarray(z, np.float32).tobytes()]])
-    return len(todo)
+        if shared is not None:
+            _link(entries[z], path)
+        else:
+            _write(path, encoded[z])
+    reused = sum(z in have for _, z in todo)
+    return reused, len(todo) - reused
 
 
 _WORKER: dict = {}
 
 
-def _init_worker(pool: str, size: int, out: str) -> None:
-    _WORKER.update(renderer=_FaceRenderer(pool, size), out=Path(out))
+def _init_worker(pool: str, size: int, out: str, shared: str | None) -> None:
+    _WORKER.update(renderer=_FaceRenderer(pool, size), out=Path(out), shared=shared and Path(shared))
 
 
-def _work(chunk: list[tuple]) -> list[tuple[int, int]]:
-    return [(task[0], _render_identity(_WORKER["renderer"], _WORKER["out"], task, True)) for task in chunk]
+def _work(chunk: list[tuple]) -> list[tuple[int, int, int]]:
+    w = _WORKER
+    return [(task[0], *_render_identity(w["renderer"], w["out"], task, True, w["shared"])) for task in chunk]
 
 
 class _GanRenderer:
@@ -603,7 +677,7 @@ def default_workers() -> int:
 
 
 def build(out_dir: str | os.PathLike, *, workers: int | None = None, progress: bool = True, verbose: bool = False,
-          **options) -> "MiEX":
+          share_frames: bool | None = None, **options) -> "MiEX":
     """Build MiE-X into `out_dir` (or finish an interrupted build of the same configuration).
 
     Options are `DEFAULTS`' keys (identities, sources, per_class, samples, triplets, generator,
@@ -612,7 +686,10 @@ def build(out_dir: str | os.PathLike, *, workers: int | None = None, progress: b
     processes render whole identities (face generator; the dataset is the same for any number).
     Every input (checkpoint, pool, datasets) is checked before anything is written. A folder
     holding another build, or anything but a MiE-X build, is an error, never overwritten; one
-    holding only a failed start (build.json and no frame) is reused. Returns the loaded dataset (`load`).
+    holding only a failed start (build.json and no frame) is reused. `share_frames` (default: on,
+    unless the environment sets MIELIB_MIEX_FRAME_STORE=0) takes face-generator frames from the
+    frame store (`frame_store()`) and adds new ones to it; the bytes are the same either way.
+    Returns the loaded dataset (`load`).
     """
     t0 = time.perf_counter()
     out = Path(out_dir).expanduser()
@@ -630,6 +707,11 @@ def build(out_dir: str | os.PathLike, *, workers: int | None = None, progress: b
     p = plan(**cfg)
     tasks = _tasks(p)
     gan_renderer = _GanRenderer(cfg) if cfg["generator"] == "ganimation" else None
+    if share_frames is None:
+        share_frames = os.environ.get("MIELIB_MIEX_FRAME_STORE", "1") != "0"
+    # GANimation frames are not shared: a network's output may depend on the batch it was
+    # rendered in, so rendering only the missing frames could change bytes
+    shared = frame_store() if share_frames and gan_renderer is None else None
     out.mkdir(parents=True, exist_ok=True)
     started = info.get("started") if info else _now()
     meta = {"format": FORMAT, "status": "building", "config": _comparable(cfg), "started": started,
@@ -641,19 +723,14 @@ def build(out_dir: str | os.PathLike, *, workers: int | None = None, progress: b
     done = _journal(out)
     todo = [t for t in tasks if t[0] not in done]
     reused = len(tasks) - len(todo)
-    written = 0
+    counts = np.zeros(2, np.int64)  # frames taken from the store, frames rendered
     bar = _bar(len(tasks), reused, progress)
     with open(out / "journal.txt", "a") as journal:
-        if gan_renderer is not None:
-            renderer = gan_renderer
+        if gan_renderer is not None or workers == 1 or len(todo) <= CHUNK:
+            # one chunk: a worker process would only add its start-up
+            renderer = gan_renderer or _FaceRenderer(cfg["pool"], cfg["size"])
             for task in todo:
-                written += _render_identity(renderer, out, task, True)
-                _record(journal, [task[0]])
-                bar.update(1)
-        elif workers == 1 or len(todo) <= CHUNK:  # one chunk: a worker process would only add its start-up
-            renderer = _FaceRenderer(cfg["pool"], cfg["size"])
-            for task in todo:
-                written += _render_identity(renderer, out, task, True)
+                counts += _render_identity(renderer, out, task, True, shared)
                 _record(journal, [task[0]])
                 bar.update(1)
         else:
@@ -662,10 +739,10 @@ def build(out_dir: str | os.PathLike, *, workers: int | None = None, progress: b
             chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
             ctx = mp.get_context("spawn")  # safe under Jupyter, macOS and torch
             with ctx.Pool(min(workers, len(chunks)), initializer=_init_worker,
-                          initargs=(cfg["pool"], cfg["size"], str(out))) as pool:
+                          initargs=(cfg["pool"], cfg["size"], str(out), shared and str(shared))) as pool:
                 for result in pool.imap(_work, chunks):
-                    written += sum(n for _, n in result)
-                    _record(journal, [j for j, _ in result])
+                    counts += np.sum([r[1:] for r in result], axis=0)
+                    _record(journal, [r[0] for r in result])
                     bar.update(len(result))
     bar.close()
     missing = [rel for _, _, frames in tasks for rel, _ in frames if not (out / rel).is_file()]
@@ -676,7 +753,8 @@ def build(out_dir: str | os.PathLike, *, workers: int | None = None, progress: b
     store.write_text(out / "manifest.csv", manifest.to_csv(index=False))
     seconds = time.perf_counter() - t0
     meta.update(status="complete", finished=_now(), seconds_last_run=round(seconds, 2),
-                summary=_summary_dict(manifest, out, cfg, written=written, reused_identities=reused))
+                summary=_summary_dict(manifest, out, cfg, frames_reused=int(counts[0]), frames_rendered=int(counts[1]),
+                                       reused_identities=reused))
     store.write_json(out / "build.json", meta)
     (out / "journal.txt").unlink(missing_ok=True)
     if verbose:
@@ -708,7 +786,8 @@ def _folder_bytes(out: Path) -> int:
     return sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
 
 
-def _summary_dict(manifest: pd.DataFrame, out: Path, cfg: Mapping, *, written: int, reused_identities: int) -> dict:
+def _summary_dict(manifest: pd.DataFrame, out: Path, cfg: Mapping, *, frames_reused: int, frames_rendered: int,
+                  reused_identities: int) -> dict:
     table = pd.crosstab(manifest["source"], manifest["class"]).reindex(index=list(cfg["sources"]),
                                                                        columns=list(CLASSES), fill_value=0)
     distinct = manifest.drop_duplicates(subset=["source", "class", *ZO, *ZA])
@@ -717,7 +796,9 @@ def _summary_dict(manifest: pd.DataFrame, out: Path, cfg: Mapping, *, written: i
         "by_source_class": {s: {c: int(table.loc[s, c]) for c in CLASSES} for s in table.index},
         "identities": int(manifest["identity"].nunique()),
         "frames": int(manifest["n_frames"].sum()),
-        "frames_written_last_run": int(written),
+        "frames_written_last_run": frames_reused + frames_rendered,
+        # of those, linked from the frame store / rendered by this run: the store's hit rate
+        "frames_reused": frames_reused, "frames_rendered": frames_rendered,
         "identities_reused_last_run": int(reused_identities),
         "distinct_triplets": int(len(distinct)),
         "bytes": int(_folder_bytes(out)),
@@ -744,8 +825,11 @@ def format_summary(summary: Mapping, seconds: float | None = None) -> str:
         counts = summary["by_source_class"][s]
         lines.append(f"  {sources.SOURCE_NAMES[s]:<7}" + "".join(f"{counts[c]:>10}" for c in CLASSES)
                      + f"{sum(counts.values()):>10}")
+    written = f"{summary['frames_written_last_run']} written now"
+    if "frames_reused" in summary:  # builds before the frame store have no such count
+        written += f": {summary['frames_reused']} from the frame store, {summary['frames_rendered']} rendered"
     lines.append(f"identities: {summary['identities']}; distinct AU triplets: {summary['distinct_triplets']}; "
-                 f"frames: {summary['frames']} ({summary['frames_written_last_run']} written now)")
+                 f"frames: {summary['frames']} ({written})")
     tail = f"output size: {_human_bytes(summary['bytes'])}"
     if seconds is not None:
         tail = f"time: {seconds:.1f} s; " + tail
@@ -860,12 +944,14 @@ def exclude(data, test: Iterable[str]):
                 info={**data.info, "excluded": dropped}, root=data.root)
 
 
-def dataset(*, workers: int | None = None, progress: bool = True, memory: bool = False, **options) -> MiEX:
+def dataset(*, workers: int | None = None, progress: bool = True, memory: bool = False,
+            share_frames: bool | None = None, **options) -> MiEX:
     """The MiE-X build of these options from the data cache (`data/cache/miex/<key>`), built on
-    first use. Notebooks call this; the key is the complete configuration."""
+    first use. Notebooks call this; the key is the complete configuration (not `share_frames`,
+    which changes no byte)."""
     cfg = configure(**options)
     out = runtime.folder("data") / "miex" / store.key(_comparable(cfg))
-    build(out, workers=workers, progress=progress, **cfg)
+    build(out, workers=workers, progress=progress, share_frames=share_frames, **cfg)
     return load(out, memory=memory)
 
 
@@ -913,6 +999,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="'sim' = the simulated lab; 'real' = your licensed datasets under --data-root")
     b.add_argument("--data-root", default=None, help="folder holding the real datasets and identity pool")
     b.add_argument("--data-seed", type=int, default=0, help="the simulated lab's seed")
+    b.add_argument("--no-frame-store", action="store_true",
+                   help="render every frame, neither reusing nor adding to the shared frame store (data/cache/miex/_frames)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     i = sub.add_parser("info", help="describe a finished build", description="Print a build's summary and configuration.")
     i.add_argument("out", help="a MiE-X build folder")
@@ -940,7 +1028,8 @@ def cli(argv: list[str]) -> int:
             rule=args.apex_rule, mu=args.mu, nu=args.nu, table=args.table, mie_dataset=args.mie_dataset,
             mae_dataset=args.mae_dataset, perturb=args.perturb, video=args.video, video_frames=args.video_frames,
             data_source=args.data_source, data_root=args.data_root, data_seed=args.data_seed)
-        build(args.out, workers=args.workers, progress=not args.quiet, verbose=True, **options)
+        build(args.out, workers=args.workers, progress=not args.quiet, verbose=True,
+              share_frames=False if args.no_frame_store else None, **options)
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted: finished identities are kept; run the same command again to continue", file=sys.stderr)

@@ -213,6 +213,7 @@ def test_same_seed_same_bytes_with_one_or_two_workers(tmp_path, small):
 
 
 def test_interrupted_build_leaves_no_manifest_and_resumes_to_the_same_bytes(tmp_path, monkeypatch, small):
+    monkeypatch.setenv("MIELIB_DATA", str(tmp_path / "data"))  # an empty frame store: every frame is rendered
     out = tmp_path / "c"
     real = miex._FaceRenderer.render
     calls = {"n": 0}
@@ -241,6 +242,51 @@ def test_interrupted_build_leaves_no_manifest_and_resumes_to_the_same_bytes(tmp_
     assert done.summary()["identities_reused_last_run"] == 1
     assert done.summary()["frames_written_last_run"] == 36
     assert _files(out) == {k: v for k, v in _files(small.root).items() if not k.startswith("frames_")}
+
+
+def _frame_ids(manifest: pd.DataFrame) -> list[tuple[int, bytes]]:
+    """(identity, AU vector) of every frame file: what decides a frame's pixels within one size."""
+    zo, za = manifest[list(miex.ZO)].to_numpy(np.float32), manifest[list(miex.ZA)].to_numpy(np.float32)
+    return [(i, z.tobytes()) for i, a, b in zip(manifest["identity"], zo, za) for z in (a, b)]
+
+
+def test_variants_take_shared_frames_from_the_store_and_give_the_same_bytes(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIELIB_DATA", str(tmp_path / "data"))
+    opts = dict(identities=2, size=32, seed=3, progress=False, workers=1)
+    mae = miex.build(tmp_path / "mae", sources="mae", **opts)
+    assert (mae.summary()["frames_reused"], mae.summary()["frames_rendered"]) == (0, 12)
+    every = miex.build(tmp_path / "all", **opts)
+    # its z_MaE samples are the mae variant's: same identity, class and AU triplet (plan())
+    had = set(_frame_ids(mae.manifest))
+    expected = sum(f in had for f in _frame_ids(every.manifest))
+    s = every.summary()
+    assert s["frames_reused"] == expected >= 12
+    assert s["frames_rendered"] == s["frames_written_last_run"] - expected == s["frames"] - expected
+    assert "from the frame store" in miex.format_summary(s)
+    plain = miex.build(tmp_path / "plain", share_frames=False, **opts)
+    assert plain.summary()["frames_reused"] == 0 and plain.summary()["frames_rendered"] == plain.summary()["frames"]
+    assert _files(every.root) == _files(plain.root)  # frames and manifest, byte for byte
+    assert (every.root / every.manifest["apex"].iloc[0]).stat().st_nlink == 2  # linked, not copied
+    # a build.json from before the frame store still loads and prints
+    old = {k: v for k, v in s.items() if k not in ("frames_reused", "frames_rendered")}
+    assert "written now)" in miex.format_summary(old)
+
+
+def test_a_torn_store_entry_is_rendered_again_not_linked(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIELIB_DATA", str(tmp_path / "data"))
+    opts = dict(identities=1, size=32, sources="exp", seed=0, progress=False)
+    a = miex.build(tmp_path / "a", **opts)
+    # the neutral onset, shared by the three z_exp samples
+    neutral = miex._store_path(miex.frame_store(), f"emotionet:{a.manifest['identity'][0]}", 32,
+                               np.zeros(au.N_AUS, np.float32).tobytes())
+    whole = neutral.read_bytes()
+    neutral.unlink()  # a new file: the build's links keep the good one
+    neutral.write_bytes(whole[:len(whole) // 2])
+    assert not miex._complete(neutral)
+    b = miex.build(tmp_path / "b", **opts)
+    assert (b.summary()["frames_reused"], b.summary()["frames_rendered"]) == (3, 3)
+    assert miex._complete(neutral) and neutral.read_bytes() == whole
+    assert _files(b.root) == _files(a.root)
 
 
 def test_foreign_or_different_folders_are_refused_not_overwritten(tmp_path, small):
