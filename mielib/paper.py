@@ -344,8 +344,22 @@ def linear_reference(clips, folds, y: np.ndarray, *, input: str = "frames", seed
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    import hashlib
+
     x, y = features(clips, input), np.asarray(y)
     subjects = np.array([f"{c.dataset}/{c.subject}" for c in clips])
+    # Cached by what determines the answer (features, labels, subjects, folds, seed): the grid
+    # search costs minutes on 2 cores, and notebooks 04-09 ask it of the same test set.
+    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+    path = runtime.folder("data") / "linear_reference" / (store.key({
+        "x": digest, "y": y.tolist(), "subjects": subjects.tolist(), "seed": int(seed), "version": 1,
+        "folds": [sorted(map(int, f.test)) for f in folds]}) + ".npz")
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return f["pred"]
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is recomputed
     pred = np.full(len(y), -1)
     for f in folds:
         train = np.setdiff1d(np.arange(len(y)), np.asarray(f.test, int))
@@ -356,4 +370,5 @@ def linear_reference(clips, folds, y: np.ndarray, *, input: str = "frames", seed
         pred[f.test] = search.predict(x[f.test])
     if (pred < 0).any():
         raise ValueError(f"{int((pred < 0).sum())} clips are in no test fold: pass folds that cover every clip")
+    store.write_npz(path, pred=pred)
     return pred
