@@ -124,12 +124,16 @@ def bars(ax, data: pd.DataFrame, *, y: str, order, quoted=None, brackets=(), ref
     """
     import seaborn as sns
 
-    order = list(order)
+    from matplotlib.lines import Line2D
+
+    order = [str(g) for g in order]
+    data = data.assign(group=data["group"].astype(str))  # categories would make seaborn dodge by hue
     palette = colors or dict(zip(order, sns.color_palette("Blues", len(order) + 2)[2:]))
-    sns.barplot(data=data, x="group", y=y, order=order, hue="group", hue_order=order, palette=palette,
+    sns.barplot(data=data, x="group", y=y, order=order, hue="group", hue_order=order, palette=palette, dodge=False,
                 errorbar="sd", capsize=0.25, err_kws={"linewidth": 1}, legend=False, ax=ax)
-    sns.stripplot(data=data, x="group", y=y, order=order, color="0.15", size=3, jitter=0.15, ax=ax,
-                  label="repeats")
+    sns.stripplot(data=data, x="group", y=y, order=order, color="0.15", size=3, jitter=0.15, dodge=False,
+                  legend=False, ax=ax)
+    ax.add_line(Line2D([], [], ls="", marker="o", ms=3, color="0.15", label="repeats"))  # legend entry only
     if quoted:
         xs = [order.index(g) for g in quoted if g in order]
         ax.scatter(xs, [quoted[g] for g in quoted if g in order], label="paper (quoted)", **QUOTED_STYLE)
@@ -152,8 +156,7 @@ def bars(ax, data: pd.DataFrame, *, y: str, order, quoted=None, brackets=(), ref
     for lab in ax.get_xticklabels():
         lab.set_ha("right")
     handles, labels = ax.get_legend_handles_labels()
-    seen = dict(zip(labels, handles))  # stripplot adds one "repeats" handle per group
-    return list(seen.values()), list(seen)
+    return handles, labels
 
 
 def curve(ax, data: pd.DataFrame, *, x: str, y: str, quoted=None, references=None, label: str = "ours"):
@@ -162,7 +165,7 @@ def curve(ax, data: pd.DataFrame, *, x: str, y: str, quoted=None, references=Non
     import seaborn as sns
 
     sns.lineplot(data=data, x=x, y=y, errorbar="sd", marker="o", markersize=5, color="tab:blue", label=label, ax=ax)
-    sns.scatterplot(data=data, x=x, y=y, color="0.15", s=9, ax=ax, label="repeats", zorder=4)
+    sns.scatterplot(data=data, x=x, y=y, color="0.15", s=9, ax=ax, label="repeats", zorder=4, legend=False)
     if quoted:
         ax.scatter(list(quoted), list(quoted.values()), label="paper (quoted)", **QUOTED_STYLE)
     _references(ax, references, y)
