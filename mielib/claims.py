@@ -222,16 +222,17 @@ def _verdict(c: Claim, p_holm: float) -> tuple[str, str]:
         return {"equivalent": (VERDICTS[0], f"{where}: inside"), "different": (VERDICTS[1], f"{where}: outside"),
                 "undecided": (VERDICTS[2], f"{where}: straddles")}[decision]
     want = 1.0 if c.expect == "greater" else -1.0
+    ci = f" (95% interval [{c.interval[0]:+.1f}, {c.interval[1]:+.1f}] points)" if c.interval is not None else ""
     if p_holm < ALPHA:
         if np.sign(c.tested) == want:
             return VERDICTS[0], ""
-        return VERDICTS[1], "significant in the opposite direction"
+        return VERDICTS[1], "significant in the opposite direction" + ci
     if c.interval is not None and want * c.interval[1 if want > 0 else 0] > c.rope:
         # Not significant, yet an effect of the paper's sign larger than the ROPE is still
         # plausible: this run cannot tell, so it neither confirms nor refutes the claim.
         return VERDICTS[2], ("no significant difference; the 95% interval still allows an effect of the paper's "
-                             "sign beyond the ROPE (too little power at this size)")
-    return VERDICTS[1], "no significant difference; the 95% interval excludes an effect of the paper's sign beyond the ROPE"
+                             f"sign beyond the ROPE (too little power at this size){ci}")
+    return VERDICTS[1], f"no significant difference; the 95% interval excludes an effect of the paper's sign beyond the ROPE{ci}"
 
 
 def family(rows: Sequence[Claim]) -> list[Claim]:
