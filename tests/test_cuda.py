@@ -26,6 +26,16 @@ REPO = Path(__file__).resolve().parents[1]
 HAS_CUDA = torch.cuda.is_available()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Small CPU convolutions on a shared 2-core box: torch's second thread mostly spin-waits (tens
+    # of times slower under load). Results do not depend on it.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _data(n: int, size: int, inputs: int = 1, seed: int = 0, channels: int = 3) -> TensorDataset:
     g = torch.Generator().manual_seed(seed)
     xs = [torch.randn(n, channels, size, size, generator=g) for _ in range(inputs)]
@@ -108,6 +118,24 @@ def test_gpu_evidence_reads_where_each_record_trained(tmp_path):
     record(tmp_path / "b" / "3.json", "cpu", False)
     summary, problems = cudaci.gpu_evidence(tmp_path)
     assert summary == "3 training record(s) on cpu, cuda" and problems == [f"b{os.sep}3.json: trained on cpu, amp False"]
+
+
+def test_bench_gpu_runs_every_part_in_a_cpu_dry_run(tmp_path):
+    script = REPO / "benchmarks" / "bench_gpu.py"
+    env = {**os.environ, "MIELIB_RESULTS": str(tmp_path / "results")}
+    if not HAS_CUDA:  # without the flag it refuses: its numbers are a GPU's
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == cudaci.NO_GPU and "--cpu-dry-run" in done.stderr
+    out = tmp_path / "gpu.json"
+    done = subprocess.run([sys.executable, str(script), "--cpu-dry-run", "--json", str(out)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {(r["model"], r["input"]) for r in result["train"]} == {
+        (m, i) for m in models.NAMES for i in ("frames", "flow")}
+    assert all(r["samples_per_s"] > 0 for r in result["train"])
+    assert result["miex"]["samples"] == 18 and result["table1_unit"]["device"] == "cpu"
+    assert set(result["notebook04_hours"]) == {"apexme", "branches"} and "notebook 04 at preset smoke" in done.stdout
 
 
 # --- the device and data-loading settings (any machine) -------------------------------------------
