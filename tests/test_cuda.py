@@ -22,18 +22,9 @@ from torch.utils.data import TensorDataset
 
 from mielib import cudaci, ganimation as gn, models, runtime, train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
 HAS_CUDA = torch.cuda.is_available()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small CPU convolutions on a shared 2-core box: torch's second thread mostly spin-waits (tens
-    # of times slower under load). Results do not depend on it.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _data(n: int, size: int, inputs: int = 1, seed: int = 0, channels: int = 3) -> TensorDataset:
