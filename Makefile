@@ -5,8 +5,15 @@ PY     := $(VENV)/bin/python
 # Every package's exact version (a pip freeze); `make setup` installs these, `make lock` refreshes them.
 LOCK   := requirements/lock.txt
 LOCK_VENV := build/lock-venv
+# `make ci-cuda`: the same lock in its own venv, with PyPI's CUDA build of the pinned torch.
+CUDA_VENV := .venv-cuda
+# Install from another index (a mirror, a PyTorch CUDA-flavour index); default: pip's own.
+CUDA_INDEX_URL ?=
+# `keep`: use your pip configuration as it is; default: ignore pip's config files and PIP_* wheel
+# sources, which on a CPU machine may point at local CPU wheels of the same torch version.
+CUDA_PIP_CONFIG ?= ignore
 
-.PHONY: figures test setup lock clean-figures
+.PHONY: figures test setup lock clean-figures ci-cuda
 
 setup: $(VENV)/.installed
 
@@ -40,3 +47,13 @@ figures: setup
 test: setup
 	bash tests/browser_setup.sh
 	$(PY) -m pytest
+
+# CUDA CI (README "CUDA"): on a machine with an NVIDIA GPU, install the lock into $(CUDA_VENV) with a
+# CUDA build of torch, run the tests with the CUDA tests required (they fail rather than skip), then
+# every notebook in the smoke preset on the GPU, one line each with its wall time. Without a GPU
+# the first line stops with a message (exit 3). `python -m mielib cuda-ci --help` explains each step.
+ci-cuda:
+	$(PYTHON) -m mielib cuda-ci check
+	$(PYTHON) -m mielib cuda-ci install --venv $(CUDA_VENV) --lock $(LOCK) \
+	  $(if $(CUDA_INDEX_URL),--index-url $(CUDA_INDEX_URL)) $(if $(filter keep,$(CUDA_PIP_CONFIG)),--keep-pip-config)
+	$(CUDA_VENV)/bin/python -m mielib cuda-ci run

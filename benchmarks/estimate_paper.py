@@ -6,7 +6,7 @@ sizes, the folds' exclusions and the preset's epochs; then hours at a samples/s 
     python benchmarks/estimate_paper.py --rate apexme=900 --rate branches=450   # hours at these samples/s
 
 Branches costs about twice ApexME per sample (two ResNet-18s). The rates are training samples
-per second at 128 px on your machine (benchmarks/bench_train.py --size 128 measures ApexME).
+per second at 128 px on your machine (benchmarks/bench_gpu.py measures them on a GPU and prints these hours).
 """
 
 from __future__ import annotations
@@ -20,16 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="paper")
-    parser.add_argument("--rate", action="append", default=[], metavar="MODEL=SAMPLES_PER_S",
-                        help="measured training throughput per model, e.g. apexme=900")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("MIELIB_DATA", tempfile.mkdtemp(prefix="mielib_estimate_"))
+def table1_passes(preset: str = "paper") -> tuple[float, str]:
+    """Sample passes per model for notebook 04 at `preset`, and a line saying what they count."""
     from mielib import datasets, paper, presets, protocols
 
-    P = presets.resolve(args.preset)
+    P = presets.resolve(preset)
     load = lambda name, **kw: paper.megc3(datasets.load(name, "sim", None, seed=0, size=32, **kw))
     comp = load("composite")
     sets = {"ckplus": load("ckplus", selection="labelled"), "smic": load("smic"), "casme": load("casme"),
@@ -48,8 +43,20 @@ def main(argv: list[str] | None = None) -> None:
             rows += e_real * pre + e_real * (train + test / 3)
         rows += e_miex * (n_miex + test / 3)  # one MiE-X pre-training, shared by rows 7-9 (row 7 tests each epoch)
         passes += rows * repeats
-    print(f"preset {P['name']}: Table 1 per model: {passes / 1e6:.2f} M sample passes "
-          f"({len(folds)} folds x {repeats} repeats, {e_real} epochs on real data, {e_miex} on {n_miex:,} MiE-X samples)")
+    return passes, (f"preset {P['name']}: Table 1 per model: {passes / 1e6:.2f} M sample passes "
+                    f"({len(folds)} folds x {repeats} repeats, {e_real} epochs on real data, {e_miex} on "
+                    f"{n_miex:,} MiE-X samples)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--rate", action="append", default=[], metavar="MODEL=SAMPLES_PER_S",
+                        help="measured training throughput per model, e.g. apexme=900")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MIELIB_DATA", tempfile.mkdtemp(prefix="mielib_estimate_"))
+    passes, text = table1_passes(args.preset)
+    print(text)
     for item in args.rate:
         model, rate = item.split("=")
         print(f"  {model}: {passes / float(rate) / 3600:.1f} h at {float(rate):g} samples/s")

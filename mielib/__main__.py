@@ -18,6 +18,7 @@ COMMANDS = {
     "gan": ("ganimation", "train or apply GANimation"),
     "results": ("experiments", "list or invalidate cached experiment results"),
     "notebooks": ("notebooks", "run the numbered notebooks with papermill (regenerates figures/)"),
+    "cuda-ci": ("cudaci", "the CUDA CI behind `make ci-cuda` (needs an NVIDIA GPU; `make test` is the CPU suite)"),
 }
 
 

@@ -659,6 +659,8 @@ class Trainer:
         return {
             "format": FORMAT, "kind": "trainer", "config": self.config, "key": self.key,
             "iteration": self.iteration, "commit": runtime.commit(),
+            # Where the last iterations ran (not part of the key: a run may resume on another device).
+            "device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp else None,
             "generator": cpu(self.generator.state_dict()), "critic": cpu(self.critic.state_dict()),
             "opt_generator": self.opt_g.state_dict(), "opt_critic": self.opt_d.state_dict(),
             "scaler_generator": self.scaler_g.state_dict(), "scaler_critic": self.scaler_d.state_dict(),

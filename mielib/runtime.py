@@ -31,14 +31,27 @@ def seed_everything(seed: int) -> None:
 
 
 def device(preference: str = "auto"):
-    """The torch device to use: CUDA when present (or when asked), else CPU."""
+    """The torch device to use: CUDA when present (or when asked), else CPU.
+
+    "auto" first reads the environment variable MIELIB_DEVICE ("cpu", "cuda", "cuda:1"): set it
+    to pin every "auto" in a run, notebooks and their worker processes included. `make ci-cuda`
+    sets MIELIB_DEVICE=cuda, so a notebook that cannot reach the GPU fails instead of quietly
+    training on the CPU.
+    """
     import torch
 
+    where = ""
+    if preference == "auto" and os.environ.get("MIELIB_DEVICE", "").strip() not in ("", "auto"):
+        preference, where = os.environ["MIELIB_DEVICE"].strip(), " (from MIELIB_DEVICE)"
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {preference!r} requested but torch sees no CUDA GPU; use 'cpu' or 'auto'")
-    return torch.device(preference)
+    try:
+        chosen = torch.device(preference)
+    except RuntimeError:
+        raise ValueError(f"unknown device {preference!r}{where}; use 'auto', 'cpu' or 'cuda'") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {preference!r}{where} requested but torch sees no CUDA GPU; use 'cpu' or 'auto'")
+    return chosen
 
 
 @lru_cache(maxsize=1)

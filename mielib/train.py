@@ -10,6 +10,7 @@ default; nothing is ever augmented at test time.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,8 +83,11 @@ def _split_batch(batch) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     return tuple(xs), y
 
 
-def _to(xs: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
-    return tuple(x.to(device, non_blocking=True) for x in xs)
+def _to(xs: tuple[torch.Tensor, ...], device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, ...]:
+    xs = tuple(x.to(device, non_blocking=True) for x in xs)
+    if channels_last:
+        xs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in xs)
+    return xs
 
 
 def _flip(xs: tuple[torch.Tensor, ...], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -120,6 +124,38 @@ def sample_ids(dataset: Dataset) -> list[str]:
     return ids
 
 
+def loader_workers(device: torch.device, num_workers: int | None = None) -> int:
+    """DataLoader worker processes for a training or prediction run on `device`.
+
+    `num_workers` when given; else none on CPU (the cores are busy training, and CPU runs stay
+    exactly as they were); on CUDA, MIELIB_LOADER_WORKERS when set, else 2: persistent workers
+    prepare the next batches (decoding, resizing, normalising, collating) while the GPU runs the
+    current step, and pinned memory lets the copy to the GPU overlap too
+    (benchmarks/bench_loader.py measures the loader's share of the step time).
+    """
+    if num_workers is not None:
+        return int(num_workers)
+    if torch.device(device).type != "cuda":
+        return 0
+    text = os.environ.get("MIELIB_LOADER_WORKERS", "").strip()
+    if not text:
+        return 2
+    if not text.isdigit():
+        raise ValueError(f"MIELIB_LOADER_WORKERS must be a whole number of worker processes, got {text!r}")
+    return int(text)
+
+
+def use_channels_last(model: nn.Module, device: torch.device, channels_last: bool | None = None) -> bool:
+    """Whether to train `model` in channels-last memory format: on CUDA (where cuDNN's fp16
+    tensor-core convolutions prefer NHWC) for models whose convolutions are all 2D (ApexME,
+    Branches; DTSCNN's 3D convolutions stay as they are), unless `channels_last` says otherwise.
+    The layout changes no value, only how the tensors lie in memory."""
+    if channels_last is None:
+        channels_last = torch.device(device).type == "cuda"
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    return bool(channels_last) and bool(convs) and all(isinstance(m, nn.Conv2d) for m in convs)
+
+
 def _loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int,
             generator: torch.Generator | None = None) -> DataLoader:
     train = generator is not None
@@ -134,13 +170,14 @@ def _loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers
 # Prediction
 
 @torch.inference_mode()
-def _predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool) -> tuple[np.ndarray, np.ndarray]:
+def _predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool,
+             channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     labels, probs = [], []
     for batch in loader:
         xs, y = _split_batch(batch)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(*_to(xs, device))
+            logits = model(*_to(xs, device, channels_last))
         probs.append(torch.softmax(logits.float(), dim=1))
         labels.append(torch.as_tensor(y))
     # One device-to-host copy per evaluation, not one per batch.
@@ -148,15 +185,16 @@ def _predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: bo
 
 
 def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 32, device: str = "auto",
-            amp: bool | None = None, num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+            amp: bool | None = None, num_workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(y_true, class probabilities) of `model` on `dataset`, in the dataset's order.
 
-    Evaluation mode, no augmentation, mixed precision on CUDA unless `amp=False`.
+    Evaluation mode, no augmentation, mixed precision on CUDA unless `amp=False`. Loader
+    workers as `loader_workers` (none on CPU).
     """
     dev = runtime.device(device) if isinstance(device, str) else torch.device(device)
     amp = dev.type == "cuda" if amp is None else bool(amp)
     model.to(dev)
-    return _predict(model, _loader(dataset, batch_size, dev, num_workers), dev, amp)
+    return _predict(model, _loader(dataset, batch_size, dev, loader_workers(dev, num_workers)), dev, amp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,15 +301,17 @@ def select(test_true, test_pred: Sequence, n_classes: int, *, val_true=None, val
 
 def fit(model: nn.Module, train: Dataset, *, epochs: int, seed: int, test: Dataset | None = None,
         val: Dataset | None = None, batch_size: int = 32, lr: float = 1e-4, device: str = "auto",
-        amp: bool | None = None, augment: bool = False, num_workers: int = 0, progress: bool = True,
-        desc: str = "train") -> History:
+        amp: bool | None = None, augment: bool = False, num_workers: int | None = None,
+        channels_last: bool | None = None, progress: bool = True, desc: str = "train") -> History:
     """Train `model` in place with Adam and cross-entropy; return its History.
 
     After every epoch the model predicts `test` (and `val`) once, in evaluation mode and without
     augmentation. Shuffling draws from a torch.Generator seeded by `seed`; dropout from torch's
     RNG, seeded from `seed` for the call and restored afterwards (see `seeded`). On CPU two calls
     with the same seed, data and initial weights give identical histories. On CUDA the loop uses
-    mixed precision (float16 autocast + GradScaler) unless `amp=False`.
+    mixed precision (float16 autocast + GradScaler) unless `amp=False`, channels-last memory
+    format for 2D CNNs (`use_channels_last`) and, by default, 2 persistent DataLoader workers
+    feeding pinned memory (`loader_workers`); on CPU, no workers and the default layout.
 
     One progress bar per call, showing `desc`, the epoch and the last epoch's mean loss.
     """
@@ -285,20 +325,24 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int, seed: int, test: Datas
     amp = dev.type == "cuda" if amp is None else bool(amp and dev.type == "cuda")
     n_classes = _n_classes(model)
     history = History(n_classes=n_classes, device=str(dev), amp=amp, n_train=len(train))
+    workers = loader_workers(dev, num_workers)
+    nhwc = use_channels_last(model, dev, channels_last)
     started = time.perf_counter()
 
     with seeded(seed, dev):
         shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))
         flips = torch.Generator().manual_seed(derive_seed(seed, "augment"))
-        train_loader = _loader(train, batch_size, dev, num_workers, shuffle)
-        test_loader = _loader(test, batch_size, dev, num_workers) if test is not None else None
-        val_loader = _loader(val, batch_size, dev, num_workers) if val is not None else None
+        train_loader = _loader(train, batch_size, dev, workers, shuffle)
+        test_loader = _loader(test, batch_size, dev, workers) if test is not None else None
+        val_loader = _loader(val, batch_size, dev, workers) if val is not None else None
         if test is not None:
             history.test_ids = sample_ids(test)
         if val is not None:
             history.val_ids = sample_ids(val)
 
         model.to(dev)
+        if nhwc:
+            model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
         loss_fn = nn.CrossEntropyLoss()
@@ -316,7 +360,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int, seed: int, test: Datas
                 seen = 0
                 for batch in train_loader:
                     xs, y = _split_batch(batch)
-                    xs, y = _to(xs, dev), y.to(dev, non_blocking=True)
+                    xs, y = _to(xs, dev, nhwc), y.to(dev, non_blocking=True)
                     if augment:
                         xs = _flip(xs, flips)
                     with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
@@ -333,13 +377,13 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int, seed: int, test: Datas
                     raise FloatingPointError(f"{desc}: training loss became {mean_loss} at epoch {epoch}")
                 history.train_loss.append(mean_loss)
                 if test_loader is not None:
-                    y_true, probs = _predict(model, test_loader, dev, amp)
+                    y_true, probs = _predict(model, test_loader, dev, amp, nhwc)
                     history.test_true = y_true
                     history.test_pred.append(probs.argmax(1).astype(np.int64))
                     if epoch == epochs:
                         history.test_probs = probs
                 if val_loader is not None:
-                    y_true, probs = _predict(model, val_loader, dev, amp)
+                    y_true, probs = _predict(model, val_loader, dev, amp, nhwc)
                     history.val_true = y_true
                     history.val_pred.append(probs.argmax(1).astype(np.int64))
             bar.set_postfix_str(f"epoch {epochs}/{epochs} loss {history.train_loss[-1]:.3f}")

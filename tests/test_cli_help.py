@@ -9,6 +9,7 @@ from mielib.__main__ import main
 SUBCOMMANDS = [
     ["render"], ["data", "inspect"], ["lab", "build"], ["lab", "card"], ["miex", "build"], ["miex", "info"],
     ["gan", "train"], ["gan", "edit"], ["results", "ls"], ["results", "rm"], ["notebooks"],
+    ["cuda-ci", "check"], ["cuda-ci", "install"], ["cuda-ci", "run"],
 ]
 
 

@@ -18,14 +18,7 @@ SIZE = 32
 TINY = dict(size=SIZE, batch_size=4, width=8, residual_blocks=2, progress=False, device="cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny convolutions on a shared 2-core box: torch's second thread mostly spin-waits (40x slower
-    # under load). One thread keeps this file fast; results do not depend on it.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py: fast on a shared 2-core box
 
 
 @pytest.fixture(scope="module")

@@ -220,15 +220,4 @@ def test_registry_errors_and_training_step():
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_models_run_on_cuda_with_autocast():
-    for name, args in [("branches", 2), ("apexme", 1)]:
-        m = models.build(name, 3, seed=0).cuda()
-        x = [torch.rand(2, 3, 64, 64, device="cuda") for _ in range(args)]
-        with torch.autocast("cuda", dtype=torch.float16):
-            assert m(*x).shape == (2, 3)
-        models.new_head(m, 4)
-        assert m.head[-1].weight.is_cuda
-    d = models.build("dtscnn", 3, scales=(8, 16)).cuda()
-    with torch.autocast("cuda", dtype=torch.float16):
-        assert d(torch.rand(2, 3, 10, 64, 64, device="cuda")).shape == (2, 3)
+# The CUDA run of every model under autocast is tests/test_cuda.py::test_models_run_on_cuda_with_autocast.
