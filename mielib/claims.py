@@ -8,7 +8,8 @@ Verdicts (one of VERDICTS; `note` says why):
   the tested difference has the paper's sign; "not reproduced" when significant in the opposite
   direction, or not significant with a 95% interval that excludes an effect of the paper's sign
   beyond the ROPE; "not testable at this size" when not significant but the interval still
-  allows such an effect (too little power to tell).
+  allows such an effect (too little power to tell), or when the test gives no interval (the
+  permutation tests) and is not significant.
 - a "no difference" claim: the corrected t-test's 95% interval against the ROPE (±0.02):
   inside: reproduced; wholly outside: not reproduced; straddling: "not testable at this size".
 - fewer than MIN_PAIRS paired scores (or no test): "not testable at this size".
@@ -186,10 +187,12 @@ class Claim:
 
 
 def claim(item: str, text: str, comparison: Comparison, *, paper: str, expect: str = "greater",
-          rope: float = stats.ROPE, lab_effect: str | None = None, note: str = "") -> Claim:
+          rope: float = stats.ROPE, lab_effect: str | None = None, note: str = "", ours: str | None = None) -> Claim:
     """One claim: the paper's `text` that a `expect`s b ("greater", "less" or "equal"), with
     `paper` its quoted number. `lab_effect`: the simulated lab was built with this effect;
-    on lab data the row is flagged, as reproducing it checks the pipeline, not the paper."""
+    on lab data the row is flagged, as reproducing it checks the pipeline, not the paper.
+    `ours` replaces the generated "a vs b METRIC % (...)" text (for a comparison that is not
+    of two cross-validated classifiers, e.g. a figure's number)."""
     if expect not in EXPECT:
         raise ValueError(f"unknown expect {expect!r}; use one of {', '.join(EXPECT)}")
     c, res = comparison, comparison.result
@@ -199,8 +202,9 @@ def claim(item: str, text: str, comparison: Comparison, *, paper: str, expect: s
     elif expect == "equal" and res is not None:
         raise ValueError("a 'no difference' claim needs the t-test's interval: compare(..., test='ttest')")
     m = c.metric.upper()
-    ours = (f"{100 * c.mean_a:.1f} vs {100 * c.mean_b:.1f} {m} % ({c.repeats} repeats × {c.folds} folds, "
-            f"{c.selection} epoch)")
+    if ours is None:
+        ours = (f"{100 * c.mean_a:.1f} vs {100 * c.mean_b:.1f} {m} % ({c.repeats} repeats × {c.folds} folds, "
+                f"{c.selection} epoch)")
     notes = [note] if note else []
     if lab_effect and "sim" in c.data_source.split(", "):
         notes.append(f"lab effect: {lab_effect}")
@@ -227,7 +231,11 @@ def _verdict(c: Claim, p_holm: float) -> tuple[str, str]:
         if np.sign(c.tested) == want:
             return VERDICTS[0], ""
         return VERDICTS[1], "significant in the opposite direction" + ci
-    if c.interval is not None and want * c.interval[1 if want > 0 else 0] > c.rope:
+    if c.interval is None:
+        # A permutation test gives no interval: a non-significant result cannot rule out the effect.
+        return VERDICTS[2], ("no significant difference; the permutation test gives no interval, so this run cannot "
+                             "rule out an effect of the paper's sign")
+    if want * c.interval[1 if want > 0 else 0] > c.rope:
         # Not significant, yet an effect of the paper's sign larger than the ROPE is still
         # plausible: this run cannot tell, so it neither confirms nor refutes the claim.
         return VERDICTS[2], ("no significant difference; the 95% interval still allows an effect of the paper's "

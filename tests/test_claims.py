@@ -108,6 +108,16 @@ def test_no_effect_on_noisy_folds_and_too_few_pairs_are_not_testable():
     pred = verdict(group("a", 0.2, 1, repeats=1, folds=2), group("b", 0.5, 2, repeats=1, folds=2),
                    test="predictions", n_resamples=300)
     assert pred.verdict == "reproduced on the lab" and pred.test.startswith(stats.SWAP) and pred.p == pytest.approx(1 / 301)
+    # not significant: a permutation test gives no interval, so the run cannot rule the effect out
+    none = verdict(group("b1", 0.4, 3, repeats=1, folds=2), group("b2", 0.4, 4, repeats=1, folds=2),
+                   test="predictions", n_resamples=300)
+    assert none.p > 0.05 and none.verdict == "not testable at this size" and "gives no interval" in none.note
+
+
+def test_a_claim_can_word_its_own_number():
+    row = claims.claim("Fig. 4", "closer", claims.compare(STRONG, WEAK), paper="-", ours="0.61 vs 0.93 balanced accuracy")
+    assert row.ours == "0.61 vs 0.93 balanced accuracy"
+    assert claims.claim("Fig. 4", "closer", claims.compare(STRONG, WEAK), paper="-").ours.endswith("last epoch)")
 
 
 def test_equivalence_claims_use_the_rope():
