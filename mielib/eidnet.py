@@ -29,11 +29,9 @@ What the paper leaves open, and our choices (the notebook states them):
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import io
 import math
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
@@ -43,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mielib import au, experiments, metrics, models, paper, protocols, runtime, store, train
+from mielib import experiments, metrics, models, paper, protocols, runtime, store, train
 from mielib.clip import ClipSet, Skipped
 
 #: CASME II's five classes in Table 1 (fear and sadness dropped, paper §5.1).
