@@ -54,7 +54,7 @@ _TABLE = {
     "fig6c_samples":        ((9, 18, 27, 36), (270, 540, 1080, 1620), (9000, 18000, 36000, 54000)),  # Fig. 6c: samples
     "eidnet_epochs_1":      (1, 3, 30),             # notebook 11: EIDNet Phase I epochs (MicroNet per fold, MacroNet once); paper: 30
     "eidnet_epochs_2":      (1, 2, 30),             # notebook 11: EIDNet Phase II epochs per fold; paper: 30
-    "eidnet_lr_scale_2":    (1.0, 15.0, 1.0),       # notebook 11: factor on Phase II's learning rates (5e-6/1e-5/5e-6), for runs far shorter than the paper's 30 epochs; paper: 1
+    "eidnet_lr_scale_2":    (1.0, 15.0, 1.0),       # notebook 11: factor on Phase II's learning rates (5e-6/1e-5/5e-6); small: 30 / 2 epochs, the paper's total step size; paper: 1
     "eidnet_table1_folds":  (2, None, None),        # notebook 11: Table 1 folds on CASME II and SMIC; None: LOSO (the paper), k: subjects grouped into k folds
     "eidnet_table2_folds":  (2, 6, None),           # notebook 11: Table 2 folds on the composite's 68 subjects; None: LOSO (the paper), k: k subject-wise folds
     "eidnet_tsne_samples":  (20, 200, 200),         # notebook 11: Fig. 4 samples per emotion and domain (micro, macro); paper: 200

@@ -2,8 +2,8 @@
 (no test subject's clip in either phase), cached records that the tables and claims read, and
 Fig. 4's numbers computed from the stored embeddings."""
 
+import dataclasses
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -163,7 +163,7 @@ class _Spy(eidnet.Pairs):
 
 
 def _spy(p):
-    s = _Spy(**{f.name: getattr(p, f.name) for f in eidnet.dataclasses.fields(p)})
+    s = _Spy(**{f.name: getattr(p, f.name) for f in dataclasses.fields(p)})
     s.trained_on = set()
     return s
 
