@@ -1053,6 +1053,8 @@ class Closeness:
     tests: pd.DataFrame  # class, change (Phase II - Phase I), p, test
     samples: dict  # class -> (micro row indices, macro row indices) used
     predictions: dict  # (class, phase) -> (domain labels, CV predictions)
+    seed: int = 0  # the permutation test's seed and resamples (stored as the claims' evidence)
+    n_resamples: int = 9999
 
 
 def closeness(micro: Mapping[str, np.ndarray], micro_labels: np.ndarray, macro: np.ndarray, macro_labels: np.ndarray,
@@ -1098,7 +1100,7 @@ def closeness(micro: Mapping[str, np.ndarray], micro_labels: np.ndarray, macro: 
             tests.append({"class": name, "change": res.difference, "p": res.p, "test": res.test, "result": res})
         else:
             tests.append({"class": name, "change": math.nan, "p": math.nan, "test": "", "result": None})
-    return Closeness(pd.DataFrame(rows), pd.DataFrame(tests), samples, preds)
+    return Closeness(pd.DataFrame(rows), pd.DataFrame(tests), samples, preds, int(seed), int(n_resamples))
 
 
 def tsne(x: np.ndarray, *, seed: int = 0, perplexity: float = 30.0) -> tuple[np.ndarray, float]:
@@ -1262,7 +1264,16 @@ def closeness_comparison(close: Closeness, name: str, *, preset: str, data_sourc
 
     res = close.tests.set_index("class").loc[name, "result"]
     res = res if isinstance(res, stats.Result) else None  # no test (too few samples of the class)
+    evidence = None
+    if res is not None:  # what the test read, so `claims.verify` recomputes this row as any other
+        domain, pred_last = close.predictions[name, last["phase"]]
+        pred_first = close.predictions[name, first["phase"]][1]
+        evidence = claims.json_ready({
+            "metric": "uar", "classes": "true", "labels": 2, "test": "predictions", "pooling": "pooled",
+            "n_resamples": close.n_resamples, "seed": close.seed, "pairs": [[0, 0]], "n_train": [0],
+            "y": [domain.tolist()], "a": [pred_last.tolist()], "b": [pred_first.tolist()]})
     return claims.Comparison("balanced accuracy", "last", float(last["balanced_accuracy"]),
                              float(first["balanced_accuracy"]),
                              float(last["balanced_accuracy"] - first["balanced_accuracy"]),
-                             res, int(last["n_micro"] + last["n_macro"]), 1, int(folds), preset, data_source)
+                             res, int(last["n_micro"] + last["n_macro"]), 1, int(folds), preset, data_source,
+                             evidence)

@@ -259,7 +259,7 @@ def _fig4_records(shift_phase2: float):
     return phases, macro_rec
 
 
-def test_fig4_numbers_are_computed_from_the_stored_embeddings():
+def test_fig4_numbers_are_computed_from_the_stored_embeddings(tmp_path):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
@@ -297,6 +297,11 @@ def test_fig4_numbers_are_computed_from_the_stored_embeddings():
     assert row.verdict == "reproduced on the lab" and row.ours == "text"
     assert row.difference == pytest.approx(100 * (tab.loc[("positive", "II"), "balanced_accuracy"]
                                                    - tab.loc[("positive", "I"), "balanced_accuracy"]))
+    # the row carries its evidence: claims.verify recomputes p, difference and verdict from it
+    folder = tmp_path / "figures"
+    claims.write([row], stamp={"notebook": "11_eidnet", "preset": "smoke", "data_source": "sim", "seed": 0}, folder=folder)
+    check = claims.verify(folder)
+    assert len(check) == 1 and bool(check["match"].iloc[0]), check.T
     import matplotlib.pyplot as plt
     plt.close("all")
 
