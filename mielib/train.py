@@ -83,6 +83,14 @@ def _split_batch(batch) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     return tuple(xs), y
 
 
+def _targets(batch, device: torch.device) -> dict[str, torch.Tensor]:
+    """A dict batch's other training targets (every key but 'inputs' and 'label'), on `device`:
+    what a model's own `criterion` reads besides the class (AU-GACN: the clip's AU labels)."""
+    if not isinstance(batch, dict):
+        return {}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in ("inputs", "label")}
+
+
 def _to(xs: tuple[torch.Tensor, ...], device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, ...]:
     xs = tuple(x.to(device, non_blocking=True) for x in xs)
     if channels_last:
@@ -305,6 +313,11 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int, seed: int, test: Datas
         channels_last: bool | None = None, progress: bool = True, desc: str = "train") -> History:
     """Train `model` in place with Adam and cross-entropy; return its History.
 
+    A model with a `criterion(outputs, y, **targets)` method trains on that loss instead, with
+    `outputs` what its forward returns in training mode and `targets` the other keys of a dict
+    batch (AU-GACN's AU-ME loss reads the clip's AU labels); in evaluation mode its forward
+    must return the class logits, as any model's.
+
     After every epoch the model predicts `test` (and `val`) once, in evaluation mode and without
     augmentation. Shuffling draws from a torch.Generator seeded by `seed`; dropout from torch's
     RNG, seeded from `seed` for the call and restored afterwards (see `seeded`). On CPU two calls
@@ -345,7 +358,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int, seed: int, test: Datas
             model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = getattr(model, "criterion", None) or (lambda out, y: nn.functional.cross_entropy(out, y))
         steps = len(train_loader)
         bar = tqdm(total=epochs * steps, desc=desc, unit="batch", disable=not progress, leave=False,
                    dynamic_ncols=True)
@@ -361,10 +374,11 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int, seed: int, test: Datas
                 for batch in train_loader:
                     xs, y = _split_batch(batch)
                     xs, y = _to(xs, dev, nhwc), y.to(dev, non_blocking=True)
+                    targets = _targets(batch, dev)
                     if augment:
                         xs = _flip(xs, flips)
                     with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
-                        loss = loss_fn(model(*xs), y)
+                        loss = loss_fn(model(*xs), y, **targets)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)

@@ -194,3 +194,39 @@ def test_bad_input_is_named():
 
     with pytest.raises(TypeError, match="inputs..., label"):
         train.fit(model(), Bare(), epochs=1, seed=0, batch_size=2, progress=False)
+
+
+def test_a_model_with_its_own_criterion_trains_on_it_and_reads_the_batch_targets():
+    """train.fit hands a dict batch's extra keys to the model's `criterion` (AU-GACN's AU-ME loss)."""
+    from torch.utils.data import Dataset
+
+    class Items(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {"inputs": torch.full((3,), float(i)), "label": i % 2, "aus": torch.tensor([i, 10 * i])}
+
+    class Net(torch.nn.Module):
+        n_classes = 2
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 2)
+            self.seen = []
+
+        def forward(self, x):
+            return (self.fc(x), x.sum(1)) if self.training else self.fc(x)
+
+        def criterion(self, out, y, aus):
+            logits, extra = out
+            self.seen.append(aus.clone())
+            assert extra.shape == y.shape
+            return torch.nn.functional.cross_entropy(logits, y) + 0.0 * extra.sum()
+
+    net = Net()
+    hist = train.fit(net, Items(), epochs=2, seed=0, test=Items(), batch_size=4, progress=False)
+    seen = torch.cat(net.seen)
+    assert len(net.seen) == 4 and sorted(seen[:, 0].tolist()) == sorted(list(range(8)) * 2)
+    assert (seen[:, 1] == 10 * seen[:, 0]).all()
+    assert len(hist.test_pred) == 2 and hist.test_pred[-1].shape == (8,)
