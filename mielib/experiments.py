@@ -625,6 +625,14 @@ def _fingerprint(path) -> dict | None:
     return {"file": p.name, "bytes": p.stat().st_size}
 
 
+def _prepare(net, train_set) -> None:
+    """Let a model read its training set before training (AU-GACN builds its AU graph from the
+    fold's training clips: never from the test fold, which is not passed)."""
+    prepare = getattr(net, "prepare", None)
+    if prepare is not None:
+        prepare(train_set)
+
+
 @dataclass
 class _CrossValidation:
     """The picklable `work` of `cross_validate`: trains and tests one (fold, repeat)."""
@@ -686,6 +694,7 @@ class _CrossValidation:
             except Exception as exc:  # a damaged file: say so and retrain
                 warnings.warn(f"{path}: unreadable pre-trained weights ({exc}); pre-training again")
         pre_set = self.pretrain.data(fold)
+        _prepare(net, pre_set)
         history = train.fit(net, pre_set, epochs=self.pretrain_epochs, seed=train.derive_seed(unit_seed, "pretrain"),
                             test=test, batch_size=self.batch_size, lr=self.lr, device=self.device,
                             augment=self.augment, progress=self.progress, desc=desc)
@@ -719,6 +728,7 @@ class _CrossValidation:
                     models.new_head(net, len(self.classes), seed=train.derive_seed(unit_seed, "head"))
             else:
                 net = self._build(len(self.classes), train.derive_seed(unit_seed, "init"))
+            _prepare(net, split.train)
             history = train.fit(net, split.train, epochs=self.epochs, seed=train.derive_seed(unit_seed, "train"),
                                 test=split.test, val=split.val, batch_size=self.batch_size, lr=self.lr,
                                 device=self.device, augment=self.augment, progress=self.progress, desc=desc)

@@ -432,3 +432,29 @@ def test_a_done_record_lacking_fields_is_unreadable_not_a_crash(results_dir, cap
     with pytest.warns(UserWarning, match="will be recomputed"):
         recs = experiments.run(us, square, progress=False)
     assert CALLS == [(0, 0)] and recs[0]["key"] == us[0].key  # recomputed, the other reused
+
+
+class Prepared(Net):
+    """A Net that reads its training set before training, as AU-GACN builds its AU graph;
+    it writes down which samples it was shown."""
+
+    shown: list = []
+
+    def prepare(self, train_set):
+        Prepared.shown.append(list(train_set.ids))
+
+
+def test_a_model_prepares_on_the_folds_training_set_only(results_dir):
+    Prepared.shown = []
+    fs = folds()
+    recs = experiments.cross_validate("prep", fs, Provider(), Prepared, repeats=1, **CV)
+    assert len(Prepared.shown) == len(fs)
+    for shown, rec in zip(Prepared.shown, recs):
+        test_ids = set(rec["test"]["ids"])
+        assert shown and not test_ids & set(shown)
+        assert {i.split("/")[1] for i in shown} == {s.split("/")[-1] for s in rec["subjects"]["train"]}
+    # fine-tuning: prepared on the pre-training set, then again on the fold's training set
+    Prepared.shown = []
+    pre = experiments.Pretrain(PretrainSet(), ("a", "b"), {"set": "syn"}, epochs=1)
+    experiments.cross_validate("prep_ft", fs[:1], Provider(), Prepared, pretrain=pre, repeats=1, **CV)
+    assert Prepared.shown[0][0].startswith("syn/") and Prepared.shown[1][0].startswith("toy/")
