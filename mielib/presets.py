@@ -58,6 +58,20 @@ _TABLE = {
     "eidnet_table1_folds":  (2, None, None),        # notebook 11: Table 1 folds on CASME II and SMIC; None: LOSO (the paper), k: subjects grouped into k folds
     "eidnet_table2_folds":  (2, 6, None),           # notebook 11: Table 2 folds on the composite's 68 subjects; None: LOSO (the paper), k: k subject-wise folds
     "eidnet_tsne_samples":  (20, 200, 200),         # notebook 11: Fig. 4 samples per emotion and domain (micro, macro); paper: 200
+    # Notebook 10 (AU-GACN and AU-ICGAN, seed 002). The paper states no epochs, learning rate or
+    # sequence length; its backbone (Table 7) takes 256 px and halves time four times (L >= 16).
+    "augacn_size":          (16, 32, 256),          # notebook 10: frame side (px) of every method's input; paper: 256
+    "augacn_frames":        (4, 8, 16),             # notebook 10: frames per sequence, onset to offset (paper: L, not stated)
+    "augacn_width":         (4, 8, 64),             # notebook 10: base channels of STPNet and the baselines; paper: 64
+    "augacn_epochs":        (1, 12, 50),            # notebook 10: training epochs per fold (paper: not stated)
+    "augacn_lr":            (1e-3, 1e-3, 1e-4),     # notebook 10: Adam learning rate (paper: not stated)
+    "augacn_loso_groups":   (2, 5, None),           # notebook 10: None: LOSO (the paper); k: subjects dealt into k folds
+    "augacn_lovo_videos":   (2, 8, None),           # notebook 10: None: LOVO on every clip (the paper); n: a class-stratified subset of n test clips
+    "augacn_clips":         (30, None, None),       # notebook 10: cap on clips per dataset (None: all)
+    "auicgan_iterations":   (2, 120, 20000),        # notebook 10: AU-ICGAN critic iterations per fold (paper: not stated)
+    "auicgan_width":        (4, 8, 64),             # notebook 10: AU-ICGAN base channels
+    "auicgan_scale":        (0.02, 0.05, 1.0),      # notebook 10: synthetic sequences per class = the paper's 300-400 x this
+    "auicgan_epochs":       (1, 4, 30),             # notebook 10: pre-training epochs on the AU-ICGAN set (paper: not stated)
 }
 
 PRESETS = ("smoke", "small", "paper")

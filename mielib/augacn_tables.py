@@ -1,0 +1,329 @@
+"""Notebook 10's protocols and tables (Xie et al. 2020, AU-GACN and AU-ICGAN; seed 002).
+
+The tasks (CASME II in 7 classes and 3, SAMM in 8 and 3, each training set tested on SMIC),
+the clips read once as K-frame sequences, LOSO / LOVO / cross-database folds, one runner for
+every method with or without AU-ICGAN pre-training, the paper's metrics (ACC and F1 as it
+defines them, plus UF1/UAR) and its quoted numbers beside ours. The systems themselves live in
+`augacn` (STPNet, AU graph, AU-GACN, MER-GCN), `mebaselines` (STCNN, ELRCN, CapsuleNet) and
+`auicgan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mielib import au, experiments, metrics, paper, protocols
+from mielib.clip import ArrayFrames, ClipSet, Skipped
+
+#: The label spaces, in the paper's Table 1 column order.
+CASME2_CLASSES = ("happiness", "disgust", "surprise", "fear", "sadness", "repression", "others")
+SAMM_CLASSES = ("happiness", "disgust", "surprise", "fear", "sadness", "anger", "contempt", "others")
+DATASETS = {"casme2": "CASME II", "samm": "SAMM", "smic": "SMIC"}
+QUOTED_FILE = "augacn_tables"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One of the paper's single-database tasks: a dataset in one label space."""
+
+    dataset: str  # datasets.load name: "casme2" or "samm"
+    classes: tuple[str, ...]
+    attr: str  # the clip attribute holding the label: "label" (original classes) or "label3" (MEGC)
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}-{len(self.classes)}"
+
+    @property
+    def paper_classes(self) -> str:
+        """How the paper's tables name the label space: "7", "8" or "3"."""
+        return str(len(self.classes))
+
+    @property
+    def title(self) -> str:
+        return f"{DATASETS[self.dataset]} ({len(self.classes)} classes)"
+
+
+TASKS = (Task("casme2", CASME2_CLASSES, "label"), Task("casme2", tuple(au.MEGC3), "label3"),
+         Task("samm", SAMM_CLASSES, "label"), Task("samm", tuple(au.MEGC3), "label3"))
+
+
+def in_space(clips: ClipSet, task: Task) -> ClipSet:
+    """The clips whose label is in the task's space; the others join `skipped` with the reason
+    (e.g. CASME II "others" has no MEGC 3-class label)."""
+    keep, dropped = [], []
+    for c in clips:
+        value = getattr(c, task.attr)
+        if value in task.classes:
+            keep.append(c)
+        else:
+            dropped.append(Skipped(c.dataset, c.key, f"{task.attr} {value!r} is not in {task.name}'s classes"))
+    return ClipSet(f"{clips.name}-{len(task.classes)}", keep, list(clips.skipped) + dropped, clips.source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequences: every clip read once as K frames from onset to offset
+
+def positions(onset: int, offset: int, n: int) -> list[int]:
+    """`n` frame positions spread evenly from onset to offset (repeats when the clip is shorter)."""
+    return [int(p) for p in np.rint(np.linspace(int(onset), int(offset), int(n)))]
+
+
+def load_sequences(clips: ClipSet, size: int, n_frames: int, *, progress: bool = False) -> ClipSet:
+    """The clips as K-frame sequences in memory: frames at `positions(onset, offset, K)` resized
+    to `size`, onset 0, offset K-1, apex the sampled position nearest the annotated apex, and
+    the AU readout (if any) at the same positions. The original positions stay in `meta`.
+
+    Every method of notebook 10 reads the whole sequence (STPNet, STCNN, ELRCN, MER-GCN) or its
+    apex (CapsuleNet), so each fold in each worker reuses these instead of rendering again.
+    """
+    from tqdm.auto import tqdm
+
+    out = []
+    for c in tqdm(list(clips), desc=f"{clips.name} sequences", disable=not progress, leave=False):
+        where = positions(c.onset, c.offset, n_frames)
+        try:
+            frames = np.stack([paper._resize(c.frames[p], size) for p in where])
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"{c.key}: {exc}") from None
+        apex = int(np.argmin([abs(p - int(c.apex)) for p in where]))
+        readout = None if c.readout is None else np.asarray(c.readout)[where]
+        meta = {**c.meta, "positions": where, "source_onset": int(c.onset), "source_apex": int(c.apex),
+                "source_offset": int(c.offset)}
+        out.append(replace(c, frames=ArrayFrames(frames), onset=0, apex=apex, offset=len(where) - 1,
+                           readout=readout, meta=meta))
+    return replace(clips, clips=out, skipped=list(clips.skipped))
+
+
+# ---------------------------------------------------------------------------------------------
+# Folds
+
+def _reindexed(folds: Sequence[protocols.Fold]) -> list[protocols.Fold]:
+    return [replace(f, index=i) for i, f in enumerate(folds)]
+
+
+def loso(clips: ClipSet, task: Task, *, groups: int | None = None, seed: int = 0) -> list[protocols.Fold]:
+    """Leave one subject out (the paper); `groups` = k deals the subjects into k subject-wise
+    folds instead (the `small` preset's shortcut), stratified by the task's label."""
+    df = clips.to_frame()
+    if groups is None:
+        return protocols.loso(df)
+    return protocols.kfold(df, int(groups), seed=seed, label=task.attr)
+
+
+def lovo(clips: ClipSet, task: Task, *, videos: int | None = None, seed: int = 0) -> list[protocols.Fold]:
+    """Leave one video out (the paper: one fold per clip). `videos` = n tests only n clips,
+    drawn with the seed and stratified by class (classes in turn, in proportion to their size,
+    every class at least once while n allows); each is still one fold trained on all others."""
+    folds = protocols.lovo(clips.to_frame())
+    if videos is None or int(videos) >= len(folds):
+        return folds
+    labels = np.array([getattr(c, task.attr) for c in clips], dtype=object)
+    rng = np.random.default_rng([int(seed), 10])
+    by_class = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in task.classes if (labels == c).any()}
+    share = {c: len(v) / len(labels) for c, v in by_class.items()}
+    taken: dict[str, int] = {c: 0 for c in by_class}
+    chosen: list[int] = []
+    while len(chosen) < int(videos):
+        # the class furthest below its share (never-drawn classes first), ties in class order
+        open_ = [c for c in by_class if taken[c] < len(by_class[c])]
+        c = min(open_, key=lambda c: (taken[c] > 0, taken[c] / max(len(chosen), 1) - share[c]))
+        chosen.append(int(by_class[c][taken[c]]))
+        taken[c] += 1
+    return _reindexed([folds[i] for i in sorted(chosen)])
+
+
+def combined(train: ClipSet, test: ClipSet, name: str) -> tuple[ClipSet, list[protocols.Fold]]:
+    """Cross-database: one ClipSet holding both sets and its single fold (train on all of
+    `train`, test on all of `test`; the datasets share no subject)."""
+    both = ClipSet(name, list(train) + list(test), list(train.skipped) + list(test.skipped), train.source)
+    df = both.to_frame()
+    subjects = protocols.subject_keys(df)
+    n = len(train)
+    fold = protocols.Fold(0, tuple(sorted(set(subjects[:n].tolist()))), tuple(sorted(set(subjects[n:].tolist()))),
+                          np.arange(n, dtype=np.int64), np.arange(n, len(both), dtype=np.int64),
+                          protocol=f"cross:{train.name}->{test.name}")
+    return both, [fold]
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods
+
+@dataclass(frozen=True)
+class Method:
+    """A classifier of the paper's tables: how to build it and what it reads."""
+
+    name: str  # as the paper's tables name it
+    module: str  # mielib module holding it
+    cls: str  # its class there: a factory (n_classes, **kw) -> nn.Module
+    view: str  # the view it reads: "au_stack" (AU-GACN, MER-GCN), "stack", "frame_flow_stack", "apex"
+    graph: bool = False  # reads AU nodes (nodes=...) and the AU labels
+
+    def factory(self) -> Callable:
+        import importlib
+
+        return getattr(importlib.import_module(f"mielib.{self.module}"), self.cls)
+
+
+METHODS = {m.name: m for m in (
+    Method("STCNN", "mebaselines", "STCNN", "stack"),
+    Method("ELRCN", "mebaselines", "ELRCN", "frame_flow_stack"),
+    Method("CapsuleNet", "mebaselines", "CapsuleNet", "apex"),
+    Method("MER-GCN", "augacn", "MERGCN", "au_stack", graph=True),
+    Method("AU-GACN", "augacn", "AUGACN", "au_stack", graph=True),
+)}
+
+
+def view(method: Method, clips, *, size: int, classes: Sequence[str], attr: str, n_frames: int,
+         nodes: Sequence[int] = ()):
+    """The torch Dataset `method` trains and tests on."""
+    if method.view == "au_stack":
+        from mielib import augacn
+
+        return augacn.AUStack(clips, tuple(nodes), size=size, labels=tuple(classes), label_attr=attr,
+                              n_frames=n_frames)
+    from mielib import mebaselines
+
+    return mebaselines.view(method.name, clips, size=size, labels=tuple(classes), n_frames=n_frames, label_attr=attr)
+
+
+@dataclass
+class Data:
+    """A picklable data provider for `experiments.cross_validate`: (fold) -> Split of `method`'s view."""
+
+    clips: ClipSet
+    method: Method
+    size: int
+    classes: tuple
+    attr: str
+    n_frames: int
+    nodes: tuple = ()
+
+    def part(self, idx):
+        chosen = [self.clips[int(i)] for i in idx]
+        if not chosen:
+            return None
+        return view(self.method, chosen, size=self.size, classes=self.classes, attr=self.attr,
+                    n_frames=self.n_frames, nodes=self.nodes)
+
+    def __call__(self, fold) -> experiments.Split:
+        train = self.part(fold.train)
+        if train is None or self.part(fold.test) is None:
+            raise ValueError(f"fold {fold.index}: no training or no test clips")
+        return experiments.Split(train, self.part(fold.test))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores as the paper defines them, and the quoted numbers
+
+def fold_scores(records: Sequence[dict], n_classes: int) -> pd.DataFrame:
+    """Per fold: accuracy and macro F1 of the last epoch (F1 over the classes present in the
+    fold's truth), with the fold's test size."""
+    rows = []
+    for r in records:
+        y, p = np.asarray(r["test"]["y_true"]), np.asarray(r["test"]["y_pred"][-1])
+        s = metrics.scores(y, p, labels=range(n_classes))
+        rows.append({"fold": int(r["fold"]), "n": len(y), "accuracy": s["accuracy"], "f1": s["uf1"]})
+    return pd.DataFrame(rows)
+
+
+def pooled(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """All folds' last-epoch test predictions, concatenated: (y_true, y_pred)."""
+    return metrics.pool([(np.asarray(r["test"]["y_true"]), np.asarray(r["test"]["y_pred"][-1])) for r in records])
+
+
+def scores(records: Sequence[dict], n_classes: int, protocol: str) -> dict[str, float]:
+    """ACC and F1 as the paper reports them, and MEGC's UF1/UAR (fractions).
+
+    LOSO: "the average of all results of different subjects" (paper §4.2), so ACC and F1 are the
+    means over folds of each fold's accuracy and macro F1. LOVO and cross-database: pooled over
+    all test clips (a fold of one video has no F1). UF1 and UAR: pooled, always (MEGC).
+    """
+    y, p = pooled(records)
+    all_ = metrics.scores(y, p, labels=range(n_classes))
+    out = {"UF1": all_["uf1"], "UAR": all_["uar"], "n": len(y), "folds": len(records)}
+    if protocol in ("loso",) or protocol.startswith("kfold"):
+        per = fold_scores(records, n_classes)
+        out.update(ACC=float(per["accuracy"].mean()), F1=float(per["f1"].mean()))
+    else:
+        out.update(ACC=all_["accuracy"], F1=all_["uf1"])
+    return out
+
+
+def quoted(table: str) -> pd.DataFrame:
+    """The paper's table (fractions): columns table, protocol, method, dataset, classes, metric, value."""
+    df = paper.numbers(QUOTED_FILE)
+    df = df[df["table"] == table].copy()
+    if df.empty:
+        raise ValueError(f"no quoted numbers for {table!r}; the file has {sorted(paper.numbers(QUOTED_FILE)['table'].unique())}")
+    df["classes"] = df["classes"].astype(str)
+    return df
+
+
+def side_by_side(ours: Mapping[tuple[str, str, str], Mapping[str, float]], table: str,
+                 columns: Sequence[tuple[str, str, str]], rows: Sequence[str]) -> pd.DataFrame:
+    """One row per method; for each (dataset, classes, metric) column, ours and the paper's
+    (quoted), in percent. `ours[(method, dataset, classes)]` maps "ACC"/"F1"/... to fractions.
+    A method the paper does not list gets "–"; a number we did not compute "–"."""
+    q = quoted(table)
+    out = []
+    for method in rows:
+        row = {"method": method}
+        for ds, classes, metric in columns:
+            mine = ours.get((method, ds, classes), {}).get(metric)
+            col = f"{ds} ({classes}) {metric}" if classes != "3" or "->" in ds else f"{ds} (3) {metric}"
+            row[f"{col} ours"] = "–" if mine is None else f"{100 * float(mine):.1f}"
+            hit = q[(q["method"] == method) & (q["dataset"] == ds) & (q["classes"] == classes) & (q["metric"] == metric)]
+            row[f"{col} {paper.QUOTED}"] = f"{100 * float(hit['value'].iloc[0]):.1f}" if len(hit) else "–"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def reference_records(y: np.ndarray, folds: Sequence[protocols.Fold], pred: np.ndarray) -> list[dict]:
+    """Predictions of a reference (aligned with `y`) in the records' layout, fold by fold, so
+    `scores` and `claims.compare` treat it as any method."""
+    return [{"fold": int(f.index), "repeat": 0, "classes": None,
+             "test": {"y_true": np.asarray(y)[f.test].tolist(), "y_pred": [np.asarray(pred)[f.test].tolist()]}}
+            for f in folds]
+
+
+def references(clips, y: np.ndarray, folds: Sequence[protocols.Fold], *, seed: int = 0) -> dict[str, list[dict]]:
+    """The floor every method must clear, as records: the training folds' majority class, and a
+    logistic regression on the apex - onset pixel difference (`paper.linear_reference`)."""
+    y = np.asarray(y)
+    major = np.full(len(y), -1)
+    for f in folds:
+        major[f.test] = int(np.bincount(y[f.train]).argmax())
+    linear = paper.linear_reference(clips, folds, y, input="frames", seed=seed, cover=False)
+    return {"majority class": reference_records(y, folds, major),
+            "logistic regression": reference_records(y, folds, linear)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a method
+
+def model_kw(method: Method, preset: Mapping, nodes: Sequence[int] = ()) -> dict:
+    """The JSON-able settings `method` is built with at this preset's sizes."""
+    kw = {"width": int(preset["augacn_width"])}
+    if method.graph:
+        return {**kw, "nodes": [int(n) for n in nodes]}
+    return {**kw, "frames": int(preset["augacn_frames"]), "size": int(preset["augacn_size"])}
+
+
+def run(name: str, method: Method, task: Task, clips: ClipSet, folds: Sequence[protocols.Fold], *,
+        preset: Mapping, data_source: str, seed: int = 0, nodes: Sequence[int] = (),
+        pretrain: experiments.Pretrain | None = None, executor=None, progress: bool = True) -> list[dict]:
+    """Train and test `method` on every fold (one repeat, last epoch reported, as the paper),
+    cached under results/<name>/; `pretrain`: an AU-ICGAN pre-training stage (`synthetic_stage`)."""
+    data = Data(clips, method, int(preset["augacn_size"]), tuple(task.classes), task.attr,
+                int(preset["augacn_frames"]), tuple(int(n) for n in nodes))
+    config = {"task": task.name, "clips": paper.fingerprint(clips), "labels": [getattr(c, task.attr) for c in clips],
+              "size": data.size, "frames": data.n_frames, "view": method.view}
+    return experiments.cross_validate(
+        name, folds, data, method.factory(), classes=task.classes, preset=preset, data_source=data_source, seed=seed,
+        repeats=1, model_kw=model_kw(method, preset, nodes), config=config, epochs=int(preset["augacn_epochs"]),
+        lr=float(preset["augacn_lr"]), pretrain=pretrain, executor=executor, progress=progress)
