@@ -92,6 +92,9 @@ class _ClipView(Dataset):
         pre = getattr(clip.frames, "flow", None)
         if pre is not None and (start, end) == (clip.onset, clip.apex) and pre.shape[-1] == self.size[0]:
             return torch.from_numpy(np.asarray(pre, dtype=np.float32))
+        flows = getattr(clip.frames, "flows", None)  # onset -> every frame, precomputed (a loaded sequence)
+        if flows is not None and start == clip.onset and flows.shape[-1] == self.size[0]:
+            return torch.from_numpy(np.asarray(flows[end], dtype=np.float32))
         key = ("flow", i, start, end)
         cached = self._cache.get(key) if self._cache is not None else None
         if cached is None:

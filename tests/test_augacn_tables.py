@@ -73,7 +73,7 @@ def test_cross_database_fold_trains_on_one_set_and_tests_on_the_other():
 
 
 def _rec(fold, y, p):
-    return {"fold": fold, "test": {"y_true": y, "y_pred": [[0] * len(y), p]}}
+    return {"fold": fold, "test": {"y_true": y, "y_pred": p}}
 
 
 def test_scores_average_folds_under_loso_and_pool_under_lovo():
