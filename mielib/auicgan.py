@@ -253,10 +253,6 @@ class AUICGAN(nn.Module):
         self.critic = ganimation.Critic(size, width)
         self.sequence_critic = SequenceCritic(frames, len(self.classes), width, size)
 
-    def shape(self) -> dict:
-        return {"size": self.size, "width": self.width, "frames": self.frames, "classes": list(self.classes),
-                "residual_blocks": self.residual_blocks}
-
     def generate(self, faces: np.ndarray, sequences: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """N faces (uint8 N x H x W x 3) and N AU sequences (N x K x 17, [0, 1]) -> the N synthetic
         sequences, uint8 N x K x H x W x 3, each frame G(face | Y_c,k) made one image at a time.
@@ -288,7 +284,7 @@ HISTORY_COLUMNS = ("iteration", "lr", "d_adv", "d_gp", "d_ai", "s_sa", "s_gp", "
 class Trained:
     """What `train` returns."""
 
-    model: AUICGAN
+    model: AUICGAN       # on the training device, in eval mode
     history: pd.DataFrame
     config: dict
     path: Path | None    # the cached weights (None with cache=False)
@@ -416,7 +412,7 @@ class _Trainer:
         fake_scores, _ = m.critic(fake)
         d_adv = s.adv * ganimation.critic_adversarial_loss(real_scores, fake_scores)
         d_ai = ganimation.au_loss(real_aus, y_o, s.ai)
-        d_gp = s.gp * ganimation.gradient_penalty(m.critic, x, fake_seq[torch.arange(b), pick], alpha_image)
+        d_gp = s.gp * ganimation.gradient_penalty(m.critic, x, fake_seq[torch.arange(b, device=pick.device), pick], alpha_image)
         seq_real_scores, real_logits = m.sequence_critic(real)
         seq_fake_scores, _ = m.sequence_critic(fake_seq)
         penalty = ganimation.gradient_penalty(m.sequence_critic, real, fake_seq, alpha_seq)
@@ -542,11 +538,11 @@ def train(train_clips: Sequence[Clip], faces: np.ndarray, face_aus: np.ndarray, 
               "data": data.fingerprint, "init": None if init is None else _fingerprint(init.generator)}
     key = store.key(config)
     path = cache_path(key) if cache else None
+    dev = runtime.device(device) if isinstance(device, str) else device
     if path is not None and path.is_file():
         model, history = _read(path, config)
-        return Trained(model, history, config, path, True, time.perf_counter() - start)
+        return Trained(model.to(dev).eval(), history, config, path, True, time.perf_counter() - start)
 
-    dev = runtime.device(device) if isinstance(device, str) else device
     model = _build(shape, seed)
     if init is not None:
         model.generator.load_state_dict(init.generator.state_dict())
@@ -571,7 +567,7 @@ def train(train_clips: Sequence[Clip], faces: np.ndarray, face_aus: np.ndarray, 
 
 
 def counts(real_counts: Mapping[str, int], scale: float = 1.0, *, total: int) -> dict[str, int]:
-    """Synthetic sequences per class: round(scale x max(total - real count, 0)).
+    """Synthetic sequences per class: scale x max(total - real count, 0), rounded half up.
 
     Paper §4.2: "300 to 400 samples for each category depending on the distribution in the
     real-world datasets", "tailored for each subject by making different subjects to have all
@@ -586,7 +582,7 @@ def counts(real_counts: Mapping[str, int], scale: float = 1.0, *, total: int) ->
     for label, n in real_counts.items():
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"real count of {label!r} must be a count (integer >= 0), got {n!r}")
-        out[label] = int(round(scale * max(total - int(n), 0))) if n > 0 else 0
+        out[label] = math.floor(scale * max(total - int(n), 0) + 0.5) if n > 0 else 0
     return out
 
 

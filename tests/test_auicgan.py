@@ -14,6 +14,7 @@ from mielib import au, auicgan, paper
 from mielib.clip import ArrayFrames, Clip, ClipSet
 
 CLASSES = ("happiness", "disgust", "surprise")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py: fast on a shared 2-core box
 
 
 @pytest.fixture(autouse=True)
@@ -218,11 +219,21 @@ def test_short_training_runs_is_deterministic_and_is_cached(results_dir, monkeyp
     def no_training(self, t):
         raise AssertionError("trained again instead of reading the cache")
 
+    real_step = auicgan._Trainer.step
     monkeypatch.setattr(auicgan._Trainer, "step", no_training)
     again = auicgan.train(train, faces, face_aus, **kwargs)
+    monkeypatch.setattr(auicgan._Trainer, "step", real_step)
     assert again.reused and again.path == cached.path
     for a, b in zip(again.model.state_dict().values(), first.model.state_dict().values()):
         assert torch.equal(a, b)
     pd.testing.assert_frame_equal(again.history, first.history)
+    # A trained GANimation's generator starts the generator (lr 0: it stays as it was).
+    from mielib import ganimation
+
+    gan = ganimation.GAN(second.model.generator, {"size": 16}, "cpu")
+    started = auicgan.train(train, faces, face_aus, cache=False, init=gan, **{**kwargs, "lr": 0.0})
+    assert started.config["init"] is not None
+    for a, b in zip(started.model.generator.state_dict().values(), second.model.generator.state_dict().values()):
+        assert torch.equal(a, b)
     syn = auicgan.synthesize(again.model, train, auicgan.pick_faces(train, seed=0), {"happiness": 2}, seed=0, fold=0)
     assert len(syn) == 2 and syn[0].frame(0).dtype == np.uint8
