@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mielib import au, experiments, metrics, paper, protocols
+from mielib.auicgan import positions
 from mielib.clip import ArrayFrames, ClipSet, Skipped
 
 #: The label spaces, in the paper's Table 1 column order.
@@ -77,11 +78,6 @@ class SequenceFrames(ArrayFrames):
         super().__init__(array)
         self.flows = flows
         self.flow = None if flows is None else flows[apex]  # onset -> apex, as paper.KeyFrames holds it
-
-
-def positions(onset: int, offset: int, n: int) -> list[int]:
-    """`n` frame positions spread evenly from onset to offset (repeats when the clip is shorter)."""
-    return [int(p) for p in np.rint(np.linspace(int(onset), int(offset), int(n)))]
 
 
 def load_sequences(clips: ClipSet, size: int, n_frames: int, *, flow: bool = False, progress: bool = False) -> ClipSet:
@@ -428,7 +424,7 @@ class SyntheticWork:
         arrays = {"frames": np.stack([np.asarray(c.frames.array) for c in synthetic]),
                   "readout": np.stack([c.readout for c in synthetic]).astype(np.float32),
                   "apex": np.array([c.apex for c in synthetic]),
-                  "text": np.array([[c.subject, c.clip_id, c.label, c.label3 or "", c.aus or "", c.meta["source_clip"],
+                  "text": np.array([[c.subject, c.clip_id, c.label, c.label3 or "", c.meta["source_aus"] or "", c.meta["source_clip"],
                                      c.meta["face_clip"]] for c in synthetic], dtype=str)}
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
@@ -460,7 +456,10 @@ def synthetic_sets(task: Task, clips: ClipSet, folds: Sequence[protocols.Fold], 
 
 
 def load_synthetic(record: Mapping, dataset: str) -> ClipSet:
-    """A fold's synthetic set (stored by `SyntheticWork`) as a ClipSet."""
+    """A fold's synthetic set (stored by `SyntheticWork`) as a ClipSet. A sequence's FACS codes
+    (`aus`, AU-GACN's AU labels) are those annotated on the clip whose AU intensities drove it:
+    the lab's per-frame readouts are too noisy to threshold into AU labels (F1 about 0.3 against
+    the annotations)."""
     from mielib import runtime
     from mielib.clip import Clip
 

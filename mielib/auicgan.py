@@ -33,7 +33,7 @@ import math
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -208,25 +208,6 @@ def _readout(clip: Clip, k: int) -> np.ndarray:
         raise ValueError(f"clip {clip.key}: no per-frame AU readout; AU-ICGAN's Y_c is the readout sequence "
                          "(run OpenFace on the clip's frames)")
     return au.validate(np.asarray(clip.readout)[positions(clip.onset, clip.offset, k)], where=f"clip {clip.key} readout")
-
-
-def load_sequences(clips: ClipSet, *, size: int, frames: int = FRAMES, progress: bool = False) -> ClipSet:
-    """The same clips with their K frames (`positions`) read once and resized to `size`, in memory.
-
-    The simulated lab renders frames on demand; every fold's `train` and `synthesize` then read
-    these instead of rendering again. Annotations are unchanged.
-    """
-    from tqdm.auto import tqdm
-
-    out = []
-    for c in tqdm(clips, desc="AU-ICGAN frames", disable=not progress, leave=False):
-        where = sorted(set(positions(c.onset, c.offset, frames)))
-        try:
-            held = {p: paper._resize(c.frames[p], size) for p in where}
-        except ValueError as exc:
-            raise ValueError(f"{c.key}: {exc}") from None
-        out.append(replace(c, frames=paper.KeyFrames(c.n_frames, held, c.key)))
-    return replace(clips, clips=out, skipped=list(clips.skipped))
 
 
 def _pixels(clip: Clip, where: Sequence[int], size: int) -> np.ndarray:
@@ -516,7 +497,7 @@ def train(train_clips: Sequence[Clip], faces: np.ndarray, face_aus: np.ndarray, 
     `init`: a trained GANimation whose generator weights start the generator (same width and
     residual blocks; part of the configuration). The model is cached under results/auicgan/,
     keyed by the configuration and a fingerprint of the data: a second identical call reads it.
-    Pass the clips through `load_sequences` first so folds do not render frames again.
+    Pass the clips through `augacn_tables.load_sequences` first so folds do not render frames again.
     """
     for name, value, low in (("iterations", iterations, 1), ("batch_size", batch_size, 1), ("width", width, 1),
                              ("frames", frames, 1), ("critic_steps", critic_steps, 1), ("log_every", log_every, 1),
