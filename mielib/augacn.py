@@ -120,6 +120,15 @@ def au_graph(clips: Sequence[Clip], nodes: Sequence[int], *, tau: float = TAU) -
     return adj
 
 
+def _views(dataset: Dataset) -> list[Dataset]:
+    """The views under torch Subsets and ConcatDatasets."""
+    if isinstance(dataset, Subset):
+        return _views(dataset.dataset)
+    if isinstance(dataset, ConcatDataset):
+        return [v for d in dataset.datasets for v in _views(d)]
+    return [dataset]
+
+
 def dataset_clips(dataset: Dataset) -> list[Clip]:
     """The clips behind a view (its `clips`), following torch Subsets and ConcatDatasets."""
     if isinstance(dataset, Subset):
@@ -166,10 +175,10 @@ class P3DBlock(nn.Module):
         if self.kind == "A":
             h = F.relu(self.temporal(F.relu(self.spatial(h))))
         elif self.kind == "B":
-            h = F.relu(self.spatial(h) + self.temporal(h))
+            h = F.relu(self.spatial(h)) + F.relu(self.temporal(h))
         else:
             s = F.relu(self.spatial(h))
-            h = F.relu(s + self.temporal(s))
+            h = s + F.relu(self.temporal(s))
         return F.relu(self.expand(h) + self.shortcut(x))
 
 
@@ -344,7 +353,14 @@ class _AUGraphModel(nn.Module):
 
     def prepare(self, train: Dataset) -> None:
         """Build the AU graph from the FACS codes of the training set's clips (`au_graph`), and
-        record their keys in `graph_clips`. Raises when no training clip has AU codes."""
+        record their keys in `graph_clips`. Raises when no training clip has AU codes, or when
+        the view's AU nodes (AUStack's `nodes`) are not the model's: its AU labels would not
+        line up with the model's AU scores."""
+        for view in _views(train):
+            nodes = getattr(view, "nodes", None)
+            if nodes is not None and tuple(nodes) != self.nodes:
+                raise ValueError(f"{type(self).__name__}.prepare: the training view's AU nodes {list(nodes)} are "
+                                 f"not the model's {list(self.nodes)}")
         clips = dataset_clips(train)
         annotated = [c for c in clips if _clip_aus(c)]
         if not annotated:
@@ -403,7 +419,8 @@ class AUGACN(_AUGraphModel):
         return (logits, au_logits) if self.training else logits
 
     def au_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """B x A sigmoid scores of the AU nodes, in `nodes` order (the paper's Fig. 4)."""
+        """B x A sigmoid scores of the AU nodes, in `nodes` order (the paper's Fig. 4); call it in
+        evaluation mode, as for predictions."""
         return torch.sigmoid(self.backbone(x)[..., 0])
 
     def criterion(self, outputs, y: torch.Tensor, aus: torch.Tensor, aus_known: torch.Tensor | None = None) -> torch.Tensor:

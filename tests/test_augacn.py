@@ -260,6 +260,8 @@ def test_prepare_builds_the_graph_from_the_training_clips_only():
         #        4  5  7  10 12 25: 4-10 and 12-25 from the training clips; 5-7 from none of them
         want = [[0, 0, 0, 1, 0, 0], [0] * 6, [0] * 6, [1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 0]]
         np.testing.assert_array_equal(model.adjacency.numpy(), want)
+    with pytest.raises(ValueError, match=r"AU nodes \[4, 10, 12, 25\] are not the model's \[4, 5, 7, 10, 12, 25\]"):
+        augacn.AUGACN(2, nodes, width=8).prepare(_view(clips[:3], (4, 10, 12, 25)))
     with pytest.raises(ValueError, match="none of the 2 training clips has AU codes"):
         augacn.AUGACN(2, nodes, width=8).prepare(_view([_clip(None, clip_id="u"), _clip(None, clip_id="v")], nodes))
 
