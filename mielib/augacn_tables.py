@@ -185,7 +185,7 @@ class Method:
 
 
 METHODS = {m.name: m for m in (
-    Method("STCNN", "mebaselines", "STCNN", "stack"),
+    Method("STCNN", "mebaselines", "MicroExpSTCNN", "stack"),
     Method("ELRCN", "mebaselines", "ELRCN", "frame_flow_stack"),
     Method("CapsuleNet", "mebaselines", "CapsuleNet", "apex"),
     Method("MER-GCN", "augacn", "MERGCN", "au_stack", graph=True),
@@ -340,6 +340,8 @@ def references(clips, y: np.ndarray, folds: Sequence[protocols.Fold], *, input: 
 def model_kw(method: Method, preset: Mapping, nodes: Sequence[int] = (), input: str = "frames") -> dict:
     """The JSON-able settings `method` is built with at this preset's sizes and input."""
     kw = {"width": int(preset["augacn_width"])}
+    if method.name == "AU-GACN":
+        return {**kw, "nodes": [int(n) for n in nodes], "input": input, "node_dim": int(preset["augacn_node_dim"])}
     if method.graph:
         return {**kw, "nodes": [int(n) for n in nodes], "input": input}
     if method.name == "ELRCN":  # frames + flow + strain, whatever `input`
@@ -359,6 +361,7 @@ def run(name: str, method: Method, task: Task, clips: ClipSet, folds: Sequence[p
                 int(preset["augacn_frames"]), tuple(int(n) for n in nodes), input)
     config = {"task": task.name, "clips": paper.fingerprint(clips), "labels": [getattr(c, task.attr) for c in clips],
               "size": data.size, "frames": data.n_frames, "view": method.view, "input": input}
+    preset = {**preset, "batch_size": int(preset["augacn_batch"])}
     return experiments.cross_validate(
         name, folds, data, method.factory(), classes=task.classes, preset=preset, data_source=data_source, seed=seed,
         repeats=1, model_kw=model_kw(method, preset, nodes, input), config=config, epochs=int(preset["augacn_epochs"]),
@@ -433,9 +436,9 @@ class SyntheticWork:
         return {"set": path.name, "n": len(synthetic), "counts": dict(collections.Counter(c.label for c in synthetic)),
                 "subjects": sorted({c.subject for c in synthetic}), "sources": sorted({c.meta["source_clip"] for c in synthetic}),
                 "train_keys": sorted(c.key for c in train_clips), "test_keys": sorted(tested),
-                "gan_seconds": round(trained.seconds, 2), "gan_cached": bool(trained.cached),
+                "gan_seconds": round(trained.seconds, 2), "gan_reused": bool(trained.reused),
                 "gan_history_last": {k: float(v) for k, v in hist.iloc[-1].items()} if len(hist) else {},
-                "seconds": round(time.perf_counter() - t0, 2)}
+                "work_seconds": round(time.perf_counter() - t0, 2)}
 
 
 def synthetic_sets(task: Task, clips: ClipSet, folds: Sequence[protocols.Fold], *, protocol: str, preset: Mapping,
