@@ -323,3 +323,22 @@ def identity_folder(root: Path) -> Path:
     aus[1, au.index(12)] = 5.0
     openface_csv(root / "a" / "000001.csv", aus, flavour="image")
     return root
+
+
+def ramp_clips(name: str, subjects: int = 4, per_subject: int = 3, frames: int = 12, size: int = 40, seed: int = 0,
+               fps: float = 100.0, aus: dict | None = None):
+    """Two-class clips in memory: the face brightens from onset to apex, four times more for
+    class "b" than "a"; `aus` gives each class its FACS codes."""
+    from mielib.clip import ArrayFrames, Clip, ClipSet
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in range(subjects):
+        for k in range(per_subject):
+            label = "ab"[(s + k) % 2]
+            base = rng.integers(60, 120, (size, size, 3))
+            ramp = np.minimum(np.arange(frames), 6)[:, None, None, None] * (4 if label == "b" else 1)
+            arr = np.clip(base[None] + ramp + rng.integers(0, 3, (frames, size, size, 3)), 0, 255).astype(np.uint8)
+            out.append(Clip(name, f"s{s}", f"c{k}", ArrayFrames(arr), fps, 0, 6, frames - 1, label, None,
+                            aus=(aus or {}).get(label)))
+    return ClipSet(name, out, [], "sim")

@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
+from dataset_fixtures import ramp_clips
+
 from mielib import augacn, train
 from mielib.clip import ArrayFrames, Clip
 
@@ -21,17 +23,8 @@ def _clip(aus, subject="s0", clip_id="c0", label="a", frames=None):
 
 def _clips(subjects=4, per_subject=3, frames=12, size=40, seed=0):
     """Clips in memory with AU codes: class "b" brightens more and carries AU 12, "a" AU 4."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for s in range(subjects):
-        for k in range(per_subject):
-            label = "ab"[(s + k) % 2]
-            base = rng.integers(60, 120, (size, size, 3))
-            ramp = np.minimum(np.arange(frames), 6)[:, None, None, None] * (4 if label == "b" else 1)
-            arr = np.clip(base[None] + ramp + rng.integers(0, 3, (frames, size, size, 3)), 0, 255).astype(np.uint8)
-            aus = "R12+25" if label == "b" else "4+L10"
-            out.append(Clip("casme2", f"s{s}", f"c{k}", ArrayFrames(arr), 200.0, 0, 6, frames - 1, label, None, aus=aus))
-    return out
+    return list(ramp_clips("casme2", subjects, per_subject, frames, size, seed, fps=200.0,
+                           aus={"a": "4+L10", "b": "R12+25"}))
 
 
 # ---------------------------------------------------------------------------------------------

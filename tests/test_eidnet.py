@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from dataset_fixtures import ramp_clips
+
 from mielib import claims, eidnet, experiments, metrics, protocols, stats
 
 SIZE = 32
@@ -319,18 +321,7 @@ def test_quoted_numbers_and_side_by_side():
 
 def _clips(name, subjects=4, per_subject=3, frames=12, size=40, seed=0):
     """Clips in memory: the face brightens from onset to apex, more for class "b"."""
-    from mielib.clip import ArrayFrames, Clip, ClipSet
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for s in range(subjects):
-        for k in range(per_subject):
-            label = "ab"[(s + k) % 2]
-            base = rng.integers(60, 120, (size, size, 3))
-            ramp = np.minimum(np.arange(frames), 6)[:, None, None, None] * (4 if label == "b" else 1)
-            arr = np.clip(base[None] + ramp + rng.integers(0, 3, (frames, size, size, 3)), 0, 255).astype(np.uint8)
-            out.append(Clip(name, f"s{s}", f"c{k}", ArrayFrames(arr), 100.0, 0, 6, frames - 1, label, None))
-    return ClipSet(name, out, [], "sim")
+    return ramp_clips(name, subjects, per_subject, frames, size, seed)
 
 
 def test_frames_are_read_once_and_the_references_run_as_a_unit(monkeypatch):
