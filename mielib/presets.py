@@ -64,11 +64,11 @@ _TABLE = {
     "augacn_frames":        (4, 8, 16),             # notebook 10: frames per sequence, onset to offset (paper: L, not stated)
     "augacn_width":         (4, 16, 64),            # notebook 10: base channels of STPNet and the baselines; paper: 64
     "augacn_node_dim":      (2, 8, 1),              # notebook 10: features per AU node out of STPNet; paper (Table 7): 1
-    "augacn_epochs":        (1, 25, 50),            # notebook 10: training epochs per fold (paper: not stated)
+    "augacn_epochs":        (1, 15, 50),            # notebook 10: training epochs per fold (paper: not stated)
     "augacn_batch":         (16, 16, 32),           # notebook 10: batch size (paper: not stated)
     "augacn_lr":            (1e-3, 1e-3, 1e-4),     # notebook 10: Adam learning rate (paper: not stated)
     "augacn_loso_groups":   (2, 5, None),           # notebook 10: None: LOSO (the paper); k: subjects dealt into k folds
-    "augacn_lovo_videos":   (2, 6, None),           # notebook 10: None: LOVO on every clip (the paper); n: a class-stratified subset of n test clips
+    "augacn_lovo_videos":   (2, 4, None),           # notebook 10: None: LOVO on every clip (the paper); n: a class-stratified subset of n test clips
     "augacn_clips":         (30, None, None),       # notebook 10: cap on clips per dataset (None: all)
     "auicgan_iterations":   (2, 120, 20000),        # notebook 10: AU-ICGAN critic iterations per fold (paper: not stated)
     "auicgan_width":        (4, 8, 64),             # notebook 10: AU-ICGAN base channels
