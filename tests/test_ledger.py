@@ -10,7 +10,7 @@ from mielib import claims, runtime
 FIGURES = runtime.ROOT / "figures"
 #: Notebooks whose every row must carry evidence (04 and 05 gain theirs on their next run).
 MIEX = ("06_fig5_au_sources", "07_fig6_scaling", "08_fig7_table3", "09_supp_tables")
-WITH_EVIDENCE = (*MIEX, "11_eidnet")
+WITH_EVIDENCE = (*MIEX, "10_augacn", "11_eidnet")
 
 
 @pytest.fixture(scope="module")
