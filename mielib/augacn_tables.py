@@ -240,10 +240,10 @@ class Data:
                     n_frames=self.n_frames, nodes=self.nodes, input=self.input)
 
     def __call__(self, fold) -> experiments.Split:
-        train = self.part(fold.train)
-        if train is None or self.part(fold.test) is None:
+        train, test = self.part(fold.train), self.part(fold.test)
+        if train is None or test is None:
             raise ValueError(f"fold {fold.index}: no training or no test clips")
-        return experiments.Split(train, self.part(fold.test))
+        return experiments.Split(train, test)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +304,7 @@ def side_by_side(ours: Mapping[tuple[str, str, str], Mapping[str, float]], table
         row = {"method": method}
         for ds, classes, metric in columns:
             mine = ours.get((method, ds, classes), {}).get(metric)
-            col = f"{ds} ({classes}) {metric}" if classes != "3" or "->" in ds else f"{ds} (3) {metric}"
+            col = f"{ds} ({classes}) {metric}"
             row[f"{col} ours"] = "–" if mine is None else f"{100 * float(mine):.1f}"
             hit = q[(q["method"] == method) & (q["dataset"] == ds) & (q["classes"] == classes) & (q["metric"] == metric)]
             row[f"{col} {paper.QUOTED}"] = f"{100 * float(hit['value'].iloc[0]):.1f}" if len(hit) else "–"
@@ -315,7 +315,7 @@ def side_by_side(ours: Mapping[tuple[str, str, str], Mapping[str, float]], table
 def reference_records(y: np.ndarray, folds: Sequence[protocols.Fold], pred: np.ndarray) -> list[dict]:
     """Predictions of a reference (aligned with `y`) in the records' layout, fold by fold, so
     `scores` and `claims.compare` treat it as any method."""
-    return [{"fold": int(f.index), "repeat": 0, "classes": None,
+    return [{"fold": int(f.index), "repeat": 0,
              "test": {"y_true": np.asarray(y)[f.test].tolist(), "y_pred": np.asarray(pred)[f.test].tolist()}}
             for f in folds]
 
@@ -411,13 +411,15 @@ class SyntheticWork:
         fold = self.folds[unit.fold]
         train_clips = [self.clips[int(i)] for i in fold.train]
         tested = {self.clips[int(i)].key for i in fold.test}
-        assert not tested & {c.key for c in train_clips}, "a test clip reached AU-ICGAN"
+        if tested & {c.key for c in train_clips}:
+            raise RuntimeError(f"fold {unit.fold}: test clips among AU-ICGAN's training clips: "
+                               f"{sorted(tested & {c.key for c in train_clips})[:5]}")
         seed = train.derive_seed(int(s["seed"]), "auicgan", unit.fold)
         t0 = time.perf_counter()
         trained = auicgan.train(train_clips, self.faces, self.face_aus, iterations=int(s["iterations"]), seed=seed,
                                 size=int(s["size"]), width=int(s["width"]), frames=int(s["frames"]),
                                 classes=self.task.classes, progress=False, device=s.get("device", "auto"))
-        real = collections.Counter(getattr(c, "label") for c in train_clips)
+        real = collections.Counter(c.label for c in train_clips)
         wanted = auicgan.counts({k: int(real.get(k, 0)) for k in self.task.classes}, float(s["scale"]),
                                 total=auicgan.PAPER_TOTALS[self.task.dataset])
         faces = auicgan.pick_faces(train_clips, seed=seed)
@@ -472,7 +474,7 @@ def load_synthetic(record: Mapping, dataset: str) -> ClipSet:
     clips = [Clip(f"auicgan-{dataset}", t[0], t[1], ArrayFrames(fr), 30.0, 0, int(a), len(fr) - 1, t[2], t[3] or None,
                   aus=t[4] or None, readout=r, meta={"source_clip": t[5], "face_clip": t[6]})
              for fr, r, a, t in zip(frames, readout, apex, text)]
-    return ClipSet(f"auicgan-{dataset} fold {record['fold']}", clips, [], "sim")
+    return ClipSet(f"auicgan-{dataset} fold {record['fold']}", clips, [], record["data_source"])
 
 
 @dataclass
