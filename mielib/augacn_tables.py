@@ -509,9 +509,12 @@ def synthetic_stage(records: Sequence[dict], method: Method, task: Task, preset:
 # Figure 4: the top-5 AU node scores of one clip
 
 def retrain(record: Mapping, clips: ClipSet, task: Task, fold: protocols.Fold, preset: Mapping, nodes: Sequence[int]):
-    """The AU-GACN of one unit, trained again exactly as its unit was (same seeds, data and
-    settings; CPU training is deterministic), so its AU node scores can be read. Checks that it
-    predicts the unit's stored last-epoch test predictions (on CPU), and returns the model."""
+    """The AU-GACN of one unit, trained again exactly as its unit was (same seeds, data,
+    settings and torch thread count; CPU training is then deterministic), so its AU node scores
+    can be read. Checks that it predicts the unit's stored last-epoch test predictions (on CPU),
+    and returns the model."""
+    import torch
+
     from mielib import train
 
     method = METHODS["AU-GACN"]
@@ -522,13 +525,21 @@ def retrain(record: Mapping, clips: ClipSet, task: Task, fold: protocols.Fold, p
     with train.seeded(train.derive_seed(unit_seed, "init")):
         net = method.factory()(len(task.classes), **record["config"]["model_kw"])
     experiments._prepare(net, split.train)
-    hist = train.fit(net, split.train, epochs=int(record["config"]["epochs"]), seed=train.derive_seed(unit_seed, "train"),
-                     test=split.test, batch_size=int(record["config"]["batch_size"]), lr=float(record["config"]["lr"]),
-                     device="cpu", progress=False, desc="Fig. 4 AU-GACN")
+    # The unit trained in a pool worker with its share of the cores; a different thread count
+    # changes CPU float sums, and a model that learns amplifies them into other predictions.
+    before = torch.get_num_threads()
+    threads = int(record.get("torch_threads", before))
+    torch.set_num_threads(threads)
+    try:
+        hist = train.fit(net, split.train, epochs=int(record["config"]["epochs"]), seed=train.derive_seed(unit_seed, "train"),
+                         test=split.test, batch_size=int(record["config"]["batch_size"]),
+                         lr=float(record["config"]["lr"]), device="cpu", progress=False, desc="Fig. 4 AU-GACN")
+    finally:
+        torch.set_num_threads(before)
     stored = np.asarray(record["test"]["y_pred"])
     if not np.array_equal(hist.test_pred[-1], stored):
-        raise RuntimeError(f"{record.get('key')}: retraining did not reproduce the unit's predictions "
-                           f"({int((hist.test_pred[-1] != stored).sum())} of {len(stored)} differ)")
+        raise RuntimeError(f"{record.get('key')}: retraining with {threads} torch thread(s) did not reproduce the "
+                           f"unit's predictions ({int((hist.test_pred[-1] != stored).sum())} of {len(stored)} differ)")
     return net.eval(), split.test
 
 

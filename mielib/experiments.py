@@ -707,6 +707,8 @@ class _CrossValidation:
         return net, info, history
 
     def __call__(self, unit: Unit) -> dict:
+        import torch
+
         from mielib import models, train
 
         fold = self.folds[unit.repeat][unit.fold]
@@ -734,6 +736,8 @@ class _CrossValidation:
                                 device=self.device, augment=self.augment, progress=self.progress, desc=desc)
         out = history.to_record(self.classes, criterion=self.criterion)
         out["unit_seed"] = unit_seed
+        # CPU float sums depend on the thread count: a retrain (augacn_tables.retrain) needs it.
+        out["torch_threads"] = torch.get_num_threads()
         out["subjects"] = {"train": list(fold.train_subjects), "test": list(fold.test_subjects),
                            "val": list(fold.val_subjects)}
         out["pretrain"] = pre_info

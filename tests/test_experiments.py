@@ -284,6 +284,7 @@ def test_cross_validate_scratch_caches_and_reports(results_dir):
     assert set(r["test"]) == {"ids", "y_true", "y_pred", "probs"}
     assert all(i.split("/")[1] in [s.split("/")[1] for s in r["subjects"]["test"]] for i in r["test"]["ids"])
     assert recs[0]["unit_seed"] != recs[2]["unit_seed"]  # repeats differ
+    assert r["torch_threads"] == torch.get_num_threads()  # what a retrain needs to reproduce it
     mtimes = sorted(p.stat().st_mtime_ns for p in (results_dir / "cv").glob("*.json"))
     again = experiments.cross_validate("cv", folds(validation=True), Provider(), Net, repeats=2, **CV)
     assert [comparable(a) for a in again] == [comparable(b) for b in recs]
