@@ -33,9 +33,11 @@ def engine(folder, workers=2, **options):
 
 
 def stable(value):
-    """A record without what differs between two computations of it: when and how long."""
+    """A record without what differs between two computations of it: when, how long, and on how
+    many torch threads (a job gets its own share of the cores)."""
     if isinstance(value, dict):
-        return {k: stable(v) for k, v in value.items() if k not in ("created", "seconds", "train_seconds")}
+        return {k: stable(v) for k, v in value.items()
+                if k not in ("created", "seconds", "train_seconds", "torch_threads")}
     if isinstance(value, list):
         return [stable(v) for v in value]
     return value
