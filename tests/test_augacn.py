@@ -287,7 +287,6 @@ def test_augacn_and_mergcn_train_with_fit_and_predict():
         assert hist.test_ids == [c.key for c in clips[4:]]
 
 
-
 def test_augacn_readout_tells_clips_apart_at_initialisation():
     """The failure this guards against: with nn.Linear's default init in the GCN stack and no
     normalisation of the readout, the classifier's input barely varied between clips (SAGPool's
